@@ -1,0 +1,59 @@
+"""The one typed configuration of a training run, filled from CLI flags and saved in the run folder."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+OPTIMIZERS = ("adam", "adadelta", "sgd")
+SCHEDULES = ("none", "cosine", "onecycle")
+DEFAULT_LR = {"adam": 1e-3, "adadelta": 1.0, "sgd": 0.05}
+
+
+@dataclass
+class TrainConfig:
+    model: str = "cnn"
+    model_kwargs: dict = field(default_factory=dict)
+    data: str | None = None  # a CSV, gzip CSV or image folder; None finds FER2013 on its own
+    epochs: int = 20
+    batch_size: int = 64  # the study's
+    optimizer: str = "adam"
+    lr: float | None = None  # None: the optimizer's usual default (DEFAULT_LR)
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    label_smoothing: float = 0.0
+    augment: bool = True  # the study's rotation and shifts
+    rotation: float = 40.0  # degrees, either way
+    shift: float = 0.2  # fraction of the image size, either way
+    flip: bool = False  # horizontal flips (not in the study)
+    val_fraction: float = 0.1  # the study's 1/10
+    seed: int = 0
+    bf16: bool = False  # bf16 autocast (CPU with AVX512-BF16/AMX, or CUDA)
+    device: str = "auto"
+    threads: int | None = None  # CPU threads; None: all cores
+    limit_train: int | None = None  # use only the first N training images (smoke runs)
+    limit_val: int | None = None
+    skip_bad: bool = False
+    export_name: str | None = None  # also export the best model to exported/<name>.onnx
+    export_dir: str = "exported"
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch size must be at least 1")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,136 @@
+"""Export to ONNX under the project's contract, and check the result before anyone relies on it.
+
+After writing the file the exporter runs ``onnx.checker`` and compares onnxruntime with torch on real
+images; a difference of logits above 1e-4 is an error, not a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
+from .metrics import classification_report
+from .models import count_parameters
+from .runtime import (META_ARCHITECTURE, META_CLASS_NAMES, META_CONFIG, META_EXTRA, META_INPUT, META_METRICS,
+                      META_PARAMETERS, META_VERSION, load_classifier)
+
+PARITY_ATOL = 1e-4
+OPSET = 17
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, metadata: dict, check_images: np.ndarray, atol: float = PARITY_ATOL) -> float:
+    """Write ``model`` to ``path`` with ``metadata`` and return the max |logit difference| against torch.
+
+    ``check_images`` are real images (N, 48, 48) uint8; the check fails loudly above ``atol``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval().cpu()
+    dummy = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE)
+    tmp = path.with_name(path.stem + ".tmp.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
+        # The TorchScript-based exporter: fast (0.1 s against 2.5 s for dynamo) and exact for these nets.
+        torch.onnx.export(model, (dummy,), str(tmp), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                          dynamic_axes={ONNX_INPUT: {0: "N"}, ONNX_OUTPUT: {0: "N"}}, opset_version=OPSET, dynamo=False)
+    write_metadata(tmp, metadata)
+
+    images = np.asarray(check_images, np.float32).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)
+    if len(images) == 0:
+        raise ExportError("the parity check needs at least one real image")
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images)).numpy()
+    got = load_classifier(tmp).predict_logits(images)
+    diff = float(np.abs(expected - got).max())
+    if not diff <= atol:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{path}: onnxruntime disagrees with torch: max |Δlogit| = {diff:.3e} > {atol:.0e} on {len(images)} images")
+    tmp.replace(path)
+    return diff
+
+
+def write_metadata(path: str | Path, metadata: dict) -> None:
+    """Replace the file's metadata (values JSON-encoded unless already text) and check the model."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    proto.doc_string = f"fer {metadata.get(META_ARCHITECTURE, '')}: facial expression logits from raw 48x48 grayscale pixels 0..255"
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def build_metadata(model: nn.Module, checkpoint: dict, metrics: dict, extra: dict | None = None) -> dict:
+    return {
+        META_CLASS_NAMES: list(CLASS_NAMES),
+        META_ARCHITECTURE: checkpoint["model_name"],
+        META_PARAMETERS: count_parameters(model),
+        META_METRICS: metrics,
+        META_CONFIG: checkpoint.get("config", {}),
+        META_VERSION: __version__,
+        META_INPUT: {"name": ONNX_INPUT, "shape": ["N", 1, IMAGE_SIZE, IMAGE_SIZE], "range": [0, 255], "dtype": "float32"},
+        META_EXTRA: {"best_epoch": checkpoint.get("best_epoch"), "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(extra or {})},
+    }
+
+
+def measure(onnx_path: Path, splits, names=("val", "test")) -> dict:
+    """Accuracy and per-class recall of the exported file itself, on the splits that exist."""
+    classifier = load_classifier(onnx_path)
+    out = {}
+    for name in names:
+        split = splits.get_or_none(name)
+        if split is None or not split.labelled:
+            continue
+        report = classification_report(split.labels, classifier.predict_logits(split.images).argmax(1))
+        out[name] = {"accuracy": round(report.accuracy, 5), "count": report.count,
+                     "recall": dict(zip(CLASS_NAMES, [round(r, 4) for r in report.recall]))}
+    return out
+
+
+def export_run(run: str | Path, *, splits=None, reporter=None, export_name: str | None = None, export_dir: str | Path = "exported",
+               extra_metadata: dict | None = None, prefer: str = "best") -> Path:
+    """Export a run's best checkpoint to ``<run>/model.onnx`` (and ``<export_dir>/<export_name>.onnx``).
+
+    The metrics in the metadata are measured on the exported file with onnxruntime.
+    """
+    from .config import TrainConfig
+    from .train import load_splits
+
+    ckpt_path = resolve_checkpoint(run, prefer)
+    checkpoint = load_checkpoint(ckpt_path)
+    model = model_from_checkpoint(checkpoint)
+    if splits is None:
+        splits = load_splits(TrainConfig.from_dict(checkpoint["config"]))
+    run_dir = ckpt_path.parent
+    out = run_dir / "model.onnx"
+    metadata = build_metadata(model, checkpoint, {}, extra_metadata)
+    diff = export_onnx(model, out, metadata=metadata, check_images=splits.val.images[:256])
+    metadata[META_METRICS] = measure(out, splits)
+    write_metadata(out, metadata)
+    if reporter is not None:
+        reporter.emit("exported", path=str(out), max_abs_diff=diff, metrics=metadata[META_METRICS])
+    if export_name:
+        target = Path(export_dir) / f"{export_name}.onnx"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out, target)
+        if reporter is not None:
+            reporter.emit("exported", path=str(target), max_abs_diff=diff, metrics=metadata[META_METRICS])
+        return target
+    return out

@@ -1,0 +1,82 @@
+"""Classification metrics in numpy: accuracy, confusion matrix, per-class precision, recall and F1.
+
+Torch-free; the TUI computes its confusion view with the same functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .constants import CLASS_NAMES
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts ``(true, predicted)``: row i holds the images whose true class is i."""
+    y_true = np.asarray(y_true, np.int64)
+    y_pred = np.asarray(y_pred, np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{y_true.shape[0]} labels but {y_pred.shape[0]} predictions")
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def row_normalise(confusion: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (rows without images stay zero)."""
+    totals = confusion.sum(axis=1, keepdims=True)
+    return np.divide(confusion, totals, out=np.zeros(confusion.shape, float), where=totals > 0)
+
+
+@dataclass
+class Report:
+    accuracy: float
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]
+    confusion: list[list[int]]
+    class_names: list[str]
+    count: int
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["confusion_normalised"] = row_normalise(np.array(self.confusion)).round(4).tolist()
+        d["macro_f1"] = float(np.mean(self.f1))
+        return d
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names=CLASS_NAMES) -> Report:
+    k = len(class_names)
+    cm = confusion_matrix(y_true, y_pred, k)
+    tp = np.diag(cm).astype(float)
+    predicted = cm.sum(axis=0)
+    actual = cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(tp, actual, out=np.zeros(k), where=actual > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    total = int(cm.sum())
+    return Report(
+        accuracy=float(tp.sum() / total) if total else 0.0,
+        precision=precision.round(6).tolist(),
+        recall=recall.round(6).tolist(),
+        f1=f1.round(6).tolist(),
+        support=actual.astype(int).tolist(),
+        confusion=cm.astype(int).tolist(),
+        class_names=list(class_names),
+        count=total,
+    )
+
+
+def most_confused(confusion: np.ndarray, class_names=CLASS_NAMES, top: int = 5) -> list[tuple[str, str, float, int]]:
+    """The largest off-diagonal cells: (true, predicted, share of the true class, count)."""
+    norm = row_normalise(np.asarray(confusion))
+    cells = [(norm[i, j], i, j) for i in range(len(norm)) for j in range(len(norm)) if i != j and confusion[i][j] > 0]
+    cells.sort(reverse=True)
+    return [(class_names[i], class_names[j], float(share), int(confusion[i][j])) for share, i, j in cells[:top]]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,146 @@
+"""The study's models and a registry to create them by name.
+
+Every model takes raw pixels, float32 ``(N, 1, 48, 48)`` in 0..255, and returns logits ``(N, 7)``:
+the normalisation lives inside the model, so the exported ONNX graph carries it too.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .constants import IMAGE_SIZE, NUM_CLASSES
+
+MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    def wrap(cls):
+        if name in MODEL_REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        MODEL_REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return wrap
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    try:
+        cls = MODEL_REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODEL_REGISTRY))}") from None
+    return cls(**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def keras_init(model: nn.Module) -> nn.Module:
+    """Glorot-uniform weights and zero biases, as Keras initialises Dense and Conv2D (the study's framework).
+
+    torch's default (Kaiming-uniform with a=sqrt(5)) gives this deep PReLU stack much smaller
+    activations, and the CNN then sits at chance for many epochs.
+    """
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+class PixelScale(nn.Module):
+    """Raw 0..255 pixels to the model's input range: ``(x / 255 - mean) / std``."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)), persistent=True)
+        self.register_buffer("std", torch.tensor(float(std)), persistent=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x / 255.0 - self.mean) / self.std
+
+
+class ElementPReLU(nn.Module):
+    """PReLU with one learned slope per element, as Keras' ``PReLU()`` does by default.
+
+    torch's ``nn.PReLU`` shares a slope per channel; the study's parameter count (2,414,599) needs one
+    per element. Slopes start at 0 (Keras' default), so the layer starts as a ReLU.
+    """
+
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(*shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x, min=0) + self.weight * torch.clamp(x, max=0)
+
+
+@register_model("cnn")
+class StudyCNN(nn.Module):
+    """The study's CNN: five convolutions with per-element PReLU, 2,414,599 parameters."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.3):
+        super().__init__()
+        self.scale = PixelScale()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 64, 5),  # (N, 64, 44, 44)
+            ElementPReLU(64, 44, 44),
+            nn.ZeroPad2d(2),  # (N, 64, 48, 48)
+            nn.MaxPool2d(5, stride=2),  # (N, 64, 22, 22)
+            nn.Conv2d(64, 64, 3, padding=1),
+            ElementPReLU(64, 22, 22),
+            nn.Conv2d(64, 64, 3, padding=1),
+            ElementPReLU(64, 22, 22),
+            nn.AvgPool2d(3, stride=2),  # (N, 64, 10, 10)
+            nn.Conv2d(64, 128, 3, padding=1),
+            ElementPReLU(128, 10, 10),
+            nn.Conv2d(128, 128, 3, padding=1),
+            ElementPReLU(128, 10, 10),
+            nn.ZeroPad2d(1),  # (N, 128, 12, 12); Keras averages the padded zeros too
+            nn.AvgPool2d(3, stride=2),  # (N, 128, 5, 5)
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),  # (N, 3200)
+            nn.Linear(128 * 5 * 5, 512),
+            ElementPReLU(512),
+            nn.Dropout(dropout),
+            nn.Linear(512, 512),
+            ElementPReLU(512),
+            nn.Dropout(dropout),
+            nn.Linear(512, num_classes),
+        )
+        keras_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(self.scale(x)))
+
+
+@register_model("dnn")
+class StudyDNN(nn.Module):
+    """The study's DNN of about the CNN's size: six dense layers of 512 with PReLU, 2,500,103 parameters."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, width: int = 512, depth: int = 6, dropout: float = 0.3, dropout_last: int = 2):
+        super().__init__()
+        self.scale = PixelScale()
+        layers: list[nn.Module] = [nn.Flatten()]  # (N, 2304)
+        fan_in = IMAGE_SIZE * IMAGE_SIZE
+        for i in range(depth):
+            layers += [nn.Linear(fan_in, width), ElementPReLU(width)]
+            if i >= depth - dropout_last:
+                layers.append(nn.Dropout(dropout))
+            fan_in = width
+        layers.append(nn.Linear(fan_in, num_classes))
+        self.net = nn.Sequential(*layers)
+        keras_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.scale(x))
+
+
+def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
+    """The model's convolutions in forward order, with their qualified names."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]

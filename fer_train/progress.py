@@ -1,0 +1,97 @@
+"""Progress for people (a rich progress bar and one line per epoch) and for programs (JSON lines).
+
+The JSON stream is the TUI's view of a training job: one object per line on stdout, each with an
+``event`` key: ``start``, ``batch``, ``epoch``, ``message``, ``exported``, ``done``, ``interrupted``,
+``error`` (and ``round`` for semi-supervised runs).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+MODES = ("auto", "rich", "plain", "json")
+
+
+class Reporter:
+    """Writes training events in one of three modes: ``rich`` (stderr, bars), ``plain``, ``json`` (stdout)."""
+
+    def __init__(self, mode: str = "auto", stream: IO[str] | None = None, batch_interval: float = 0.5):
+        if mode not in MODES:
+            raise ValueError(f"progress mode must be one of {', '.join(MODES)}")
+        if mode == "auto":
+            mode = "rich" if sys.stderr.isatty() else "plain"
+        self.mode = mode
+        self.stream = stream or (sys.stdout if mode == "json" else sys.stderr)
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
+        self.batch_interval = batch_interval
+        self._last_batch = 0.0
+        self._progress: Progress | None = None
+        self._task = None
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def emit(self, event: str, **fields) -> None:
+        if self.mode == "json":
+            self.stream.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+            self.stream.flush()
+            return
+        text = _describe(event, fields)
+        if text is not None:
+            (self._progress.console if self._progress else self.console).print(text)
+
+    def batch(self, *, epoch: int, epochs: int, step: int, steps: int, loss: float, acc: float, images_per_s: float, label: str = "epoch") -> None:
+        if self.mode == "rich":
+            if self._progress is None:
+                self._progress = Progress(
+                    TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f} {task.fields[ips]:.0f} img/s"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
+                )
+                self._progress.start()
+            description = f"{label} {epoch}/{epochs}"
+            if self._task is None:
+                self._task = self._progress.add_task(description, total=steps, loss=loss, acc=acc, ips=images_per_s)
+            self._progress.update(self._task, description=description, completed=step, total=steps, loss=loss, acc=acc, ips=images_per_s)
+            return
+        now = time.monotonic()
+        if step < steps and now - self._last_batch < self.batch_interval:
+            return
+        self._last_batch = now
+        if self.mode == "json":
+            self.emit("batch", epoch=epoch, epochs=epochs, step=step, steps=steps, loss=round(loss, 5), acc=round(acc, 5), images_per_s=round(images_per_s, 1))
+
+    def end_epoch_bar(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.remove_task(self._task)
+            self._task = None
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+            self._task = None
+
+
+def _describe(event: str, f: dict) -> str | None:
+    if event == "start":
+        return (f"[bold]{f['model']}[/] on {f['train_size']:,} training / {f['val_size']:,} validation images, "
+                f"{f['device']}, epochs {f['start_epoch']}–{f['epochs']} → {f['run_dir']}")
+    if event == "epoch":
+        best = " [green]best[/]" if f.get("best") else ""
+        return (f"epoch {f['epoch']:>3}/{f['epochs']}  train loss {f['train_loss']:.4f} acc {f['train_acc']:.4f}  "
+                f"val loss {f['val_loss']:.4f} acc {f['val_acc']:.4f}  {f['seconds']:.0f}s ({f['images_per_s']:.0f} img/s){best}")
+    if event in ("message", "error"):
+        return f"[red]error:[/] {f['message']}" if event == "error" else f["text"]
+    if event == "exported":
+        return f"exported {f['path']} (onnxruntime matches torch: max |Δlogit| = {f['max_abs_diff']:.2e})"
+    if event == "done":
+        return f"[bold green]done[/] best val acc {f['best_val_acc']:.4f} at epoch {f['best_epoch']} in {f['seconds']:.0f}s → {f['run_dir']}"
+    if event == "interrupted":
+        return f"[yellow]interrupted[/] after epoch {f['epoch']}; continue with: fer-train --resume {f['run_dir']}"
+    return None

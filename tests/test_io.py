@@ -1,0 +1,161 @@
+"""Readers: every supported format, every kind of bad input named by file and line, the cache."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_train.constants import CLASS_NAMES
+from fer_train.io import DataError, encode_csv, load_source, read_csv
+from fer_train.splits import make_splits, stratified_holdout
+from fer_train.synthetic import make_faces
+
+
+def _rows(n=14, seed=0):
+    return make_faces(n, seed)
+
+
+def test_kaggle_csv_plain_and_gzip_read_identically(tmp_path):
+    x, y = _rows()
+    text = encode_csv(x, y, ["Training"] * 10 + ["PublicTest"] * 4)
+    plain = tmp_path / "f.csv"
+    plain.write_text(text)
+    gz = tmp_path / "f.csv.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    for path in (plain, gz):
+        src = load_source(path)
+        assert src.format == "kaggle"
+        assert list(src.splits) == ["Training", "PublicTest"]
+        np.testing.assert_array_equal(src.splits["Training"].images, x[:10])
+        np.testing.assert_array_equal(src.splits["PublicTest"].labels, y[10:])
+        assert list(src.splits["PublicTest"].origin) == list(range(12, 16))  # file lines, header is line 1
+
+
+def test_course_formats(tmp_path):
+    x, y = _rows(7)
+    train = tmp_path / "train.csv"
+    train.write_text("label,feature\n" + "".join(f"{l},{' '.join(map(str, im.ravel()))}\n" for l, im in zip(y, x)))
+    test = tmp_path / "test.csv"
+    test.write_text("id,feature\n" + "".join(f"{i},{' '.join(map(str, im.ravel()))}\n" for i, im in enumerate(x)))
+    s = load_source(train)
+    assert s.format == "course-train" and s.splits["Training"].labelled
+    np.testing.assert_array_equal(s.splits["Training"].labels, y)
+    t = load_source(test)
+    assert t.format == "course-test" and (t.splits["Test"].labels == -1).all()
+    np.testing.assert_array_equal(t.splits["Test"].images, x)
+
+
+def _bad_file(tmp_path, line):
+    x, y = _rows(3)
+    text = encode_csv(x, y).splitlines()
+    text[2] = line  # the second data row is line 3 of the file
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(text) + "\n")
+    return path
+
+
+PIXELS = " ".join(["7"] * 2304)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("3," + " ".join(["7"] * 2303) + ",Training", "expected 2304 pixel values (48×48), found 2303"),
+    ("3," + PIXELS.replace("7", "x7", 1) + ",Training", "pixel 1 is 'x7', not a whole number"),
+    ("3," + PIXELS[:-1] + "300,Training", "pixel 2304 is 300, outside 0–255"),
+    ("9," + PIXELS + ",Training", "label 9 is outside 0–6"),
+    ("happy," + PIXELS + ",Training", "label 'happy' is not a whole number"),
+    ("3," + PIXELS + ",Holdout", "unknown Usage 'Holdout'"),
+    ("3," + PIXELS, "expected 3 comma-separated fields, found 2"),
+])
+def test_bad_rows_name_file_and_line(tmp_path, line, message):
+    path = _bad_file(tmp_path, line)
+    with pytest.raises(DataError) as err:
+        load_source(path, use_cache=False)
+    assert err.value.line == 3
+    assert str(err.value).startswith(f"{path}, line 3: ")
+    assert message in str(err.value)
+
+
+def test_skip_bad_reports_every_skipped_row(tmp_path):
+    path = _bad_file(tmp_path, "9," + PIXELS + ",Training")
+    src = load_source(path, skip_bad=True, use_cache=False)
+    assert len(src.splits["Training"]) == 2
+    assert [(b.line, b.reason) for b in src.skipped] == [(3, "label 9 is outside 0–6")]
+    assert list(src.splits["Training"].origin) == [2, 4]
+
+
+def test_empty_and_headerless_files(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty.csv: the file is empty"):
+        load_source(empty)
+    only_header = tmp_path / "header.csv"
+    only_header.write_text("emotion,pixels,Usage\n")
+    with pytest.raises(DataError, match="header but no rows"):
+        load_source(only_header)
+    odd = tmp_path / "odd.csv"
+    odd.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match=r"odd.csv, line 1: unknown header"):
+        load_source(odd)
+
+
+def test_image_folder_any_size_and_colour(tmp_path):
+    x, y = _rows(7)
+    for split in ("train", "test"):
+        for img, label in zip(x, y):
+            folder = tmp_path / split / CLASS_NAMES[label].lower()
+            folder.mkdir(parents=True, exist_ok=True)
+            rgb = Image.fromarray(img).convert("RGB").resize((96, 120))  # not square, not gray, not 48
+            rgb.save(folder / f"{label}.png" if split == "train" else folder / f"{label}.jpg")
+    src = load_source(tmp_path)
+    assert src.format == "folder" and set(src.splits) == {"train", "test"}
+    train = src.splits["train"]
+    assert train.images.shape == (7, 48, 48) and train.images.dtype == np.uint8
+    assert sorted(train.labels.tolist()) == list(range(7))
+    splits = make_splits(src)
+    assert splits.test is not None and len(splits.test) == 7
+
+
+def test_unreadable_image_is_named(tmp_path):
+    folder = tmp_path / "train" / "happy"
+    folder.mkdir(parents=True)
+    (folder / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"broken.png: unreadable image"):
+        load_source(tmp_path)
+    (folder / "ok.png").write_bytes(b"")
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(folder / "ok.png")
+    src = load_source(tmp_path, skip_bad=True)
+    assert len(src.splits["train"]) == 1 and "broken.png" in src.skipped[0].where
+
+
+def test_unknown_class_folder(tmp_path):
+    (tmp_path / "train" / "Bored").mkdir(parents=True)
+    with pytest.raises(DataError, match="'Bored' is not a class"):
+        load_source(tmp_path)
+
+
+def test_cache_is_used_and_invalidated(tmp_path, monkeypatch):
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))
+    x, y = _rows()
+    path = tmp_path / "d.csv"
+    path.write_text(encode_csv(x, y))
+    first = read_csv(path)
+    assert len(list((tmp_path / "cache").iterdir())) == 1
+    np.testing.assert_array_equal(read_csv(path).splits["Training"].images, first.splits["Training"].images)
+    x2, y2 = _rows(seed=9)
+    path.write_text(encode_csv(x2[:5], y2[:5]))
+    os.utime(path, ns=(1, 1))  # a new size and time: the old cache no longer matches
+    again = read_csv(path)
+    np.testing.assert_array_equal(again.splits["Training"].images, x2[:5])
+
+
+def test_holdout_is_stratified_and_seeded():
+    labels = np.repeat(np.arange(7), [400, 44, 410, 722, 483, 317, 496])
+    keep, held = stratified_holdout(labels, 0.1, seed=0)
+    assert len(np.intersect1d(keep, held)) == 0 and len(keep) + len(held) == len(labels)
+    np.testing.assert_array_equal(np.bincount(labels[held]), [40, 4, 41, 72, 48, 32, 50])
+    np.testing.assert_array_equal(held, stratified_holdout(labels, 0.1, seed=0)[1])
+    assert not np.array_equal(held, stratified_holdout(labels, 0.1, seed=1)[1])

@@ -1,0 +1,162 @@
+"""End to end on generated faces: train a few batches → checkpoint → export → onnxruntime equals torch."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fer_train.checkpoint import load_checkpoint, model_from_checkpoint
+from fer_train.cli import main as cli_main
+from fer_train.config import TrainConfig
+from fer_train.constants import CLASS_NAMES
+from fer_train.export import ExportError, export_onnx
+from fer_train.models import create_model
+from fer_train.progress import Reporter
+from fer_train.runtime import ModelError, load_classifier
+from fer_train.train import train
+
+
+def _config(demo_csv, **kw):
+    base = dict(model="cnn", data=str(demo_csv), epochs=2, batch_size=32, limit_train=96, limit_val=48, threads=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_train_checkpoint_export_predict(demo_csv, tmp_path, capsys):
+    config = _config(demo_csv, export_name="tiny", export_dir=str(tmp_path / "exported"))
+    result = train(config, tmp_path / "run", Reporter("json"))
+    run = result.run_dir
+    for name in ("config.json", "history.json", "best.pt", "last.pt", "curves.png", "model.onnx"):
+        assert (run / name).exists(), name
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+
+    # the checkpoint rebuilds its model alone, with weights_only loading
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert {"state_dict", "optimizer", "model_kwargs", "config", "epoch", "best_metric"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and ckpt["config"]["batch_size"] == 32
+
+    # the exported file: the contract and its metadata
+    clf = load_classifier(tmp_path / "exported" / "tiny.onnx")
+    assert clf.class_names == list(CLASS_NAMES) and clf.architecture == "cnn"
+    assert clf.metadata["parameter_count"] == 2_414_599
+    assert set(clf.metadata["metrics"]) == {"val", "test"}
+    assert clf.metadata["train_config"]["model"] == "cnn"
+    inp = clf.session.get_inputs()[0]
+    assert inp.name == "image" and inp.shape[1:] == [1, 48, 48] and isinstance(inp.shape[0], str)
+
+    from fer_train.io import load_source
+
+    images = load_source(demo_csv).splits["PublicTest"].images[:37]  # an odd batch size: the axis is dynamic
+    best = model_from_checkpoint(load_checkpoint(run))
+    with torch.no_grad():
+        expected = best(torch.from_numpy(images).float().unsqueeze(1)).numpy()
+    np.testing.assert_allclose(clf.predict_logits(images), expected, atol=1e-4)
+
+    # the JSON stream a program reads
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("epoch") == 2 and "batch" in kinds and "exported" in kinds
+
+
+def test_learns_generated_faces(demo_csv, tmp_path):
+    """A real signal, not just a run: the CNN separates drawn expressions well above chance."""
+    config = _config(demo_csv, epochs=8, limit_train=None, limit_val=None, optimizer="adam", lr=3e-4, augment=False, batch_size=32)
+    result = train(config, tmp_path / "run", Reporter("plain"), export=False)
+    assert result.best_val_acc > 0.5  # chance is 1/7
+
+
+def test_resume_reaches_the_same_weights(demo_csv, tmp_path):
+    straight = train(_config(demo_csv, epochs=2), tmp_path / "a", Reporter("plain"), export=False)
+    train(_config(demo_csv, epochs=1), tmp_path / "b", Reporter("plain"), export=False)
+    resumed = train(_config(demo_csv, epochs=2), tmp_path / "b", Reporter("plain"), resume=True, export=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2]
+    a = load_checkpoint(straight.run_dir, "last")["state_dict"]
+    b = load_checkpoint(resumed.run_dir, "last")["state_dict"]
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_sigterm_keeps_completed_epochs_and_resume_finishes(demo_csv, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fer_train.cli", "--data", str(demo_csv), "--epochs", "40", "--limit-train", "96",
+           "--limit-val", "48", "--threads", "1", "--run-dir", str(run), "--progress", "json", "--no-export"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "epoch":
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["event"] == "interrupted"
+    done = load_checkpoint(run, "last")["epoch"]
+    assert done == last["epoch"] >= 1
+    assert cli_main(["--resume", str(run), "--epochs", str(done + 1), "--progress", "plain", "--no-export"]) == 0
+    assert load_checkpoint(run, "last")["epoch"] == done + 1
+
+
+def test_export_fails_loudly_when_onnxruntime_disagrees(tmp_path, faces):
+    class Sneaky(torch.nn.Module):
+        """Behaves differently when traced, as a model with a data-dependent branch can."""
+
+        def __init__(self):
+            super().__init__()
+            self.inner = create_model("dnn")
+
+        def forward(self, x):
+            out = self.inner(x)
+            return out + 1.0 if torch.jit.is_tracing() else out
+
+    with pytest.raises(ExportError, match="onnxruntime disagrees with torch"):
+        export_onnx(Sneaky().eval(), tmp_path / "m.onnx", metadata={}, check_images=faces[0])
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_loader_rejects_non_onnx_and_wrong_shapes(tmp_path):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"definitely not protobuf")
+    with pytest.raises(ModelError, match="junk.onnx: not a loadable ONNX model"):
+        load_classifier(junk)
+
+    wrong = tmp_path / "wrong.onnx"
+    torch.onnx.export(torch.nn.Flatten().eval(), (torch.zeros(1, 1, 32, 32),), str(wrong), input_names=["image"],
+                      output_names=["logits"], dynamo=False)
+    with pytest.raises(ModelError, match=r"wrong.onnx: input 'image' has shape \[1, 1, 32, 32\]"):
+        load_classifier(wrong)
+
+
+def test_model_without_metadata_gets_generic_names_and_a_warning(tmp_path):
+    bare = tmp_path / "bare.onnx"
+    torch.onnx.export(create_model("dnn").eval(), (torch.zeros(1, 1, 48, 48),), str(bare), input_names=["image"],
+                      output_names=["logits"], dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, dynamo=False)
+    clf = load_classifier(bare)
+    assert clf.class_names == list(CLASS_NAMES)
+    assert clf.warnings and "no class names" in clf.warnings[0]
+
+
+def test_cli_reports_bad_data_with_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("emotion,pixels,Usage\n3,1 2 3,Training\n")
+    assert cli_main(["--data", str(bad), "--progress", "plain"]) == 2
+    assert f"{bad}, line 2: expected 2304 pixel values" in capsys.readouterr().err
+
+
+def test_evaluate_writes_tables_json_and_png(demo_csv, tmp_path):
+    from fer_train.evaluate import evaluate
+
+    train(_config(demo_csv, epochs=1), tmp_path / "run", Reporter("plain"))
+    for target in (tmp_path / "run", tmp_path / "run" / "model.onnx"):
+        ev = evaluate(target, "test", out_dir=tmp_path / "eval")
+        data = json.loads(ev.json_path.read_text())
+        assert data["count"] == 140 and sum(map(sum, data["confusion"])) == 140  # the whole PublicTest split
+        assert abs(data["accuracy"] - np.trace(np.array(data["confusion"])) / 140) < 1e-9
+        assert ev.png_path.stat().st_size > 1000
