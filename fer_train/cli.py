@@ -2,9 +2,11 @@
 
     fer-train --model cnn --epochs 30                 train on FER2013 found on its own
     fer-train --resume runs/cnn-20261127-101500       continue an interrupted run
+    fer-train --semi --threshold 0.45                 self-training on half the labels, against that half alone
     fer-train evaluate runs/cnn-... --split test      tables, JSON and a confusion PNG
     fer-train export runs/cnn-... --name cnn          exported/cnn.onnx, checked against torch
     fer-train data [PATH]                             what a data source holds
+    fer-train explain runs/cnn-... --out DIR          saliency, filter and layer-output pictures, with an index
 """
 
 from __future__ import annotations
@@ -20,13 +22,16 @@ from rich.console import Console
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 from .io import DataError
 
-SUBCOMMANDS = ("evaluate", "export", "data")
+SUBCOMMANDS = ("evaluate", "export", "data", "explain", "optimize")
+
+SEMI_ONLY_FLAGS = ("--threshold", "--labeled-fraction", "--rounds", "--epochs-per-round", "--arms", "--class-thresholds",
+                   "--fixmatch-threshold", "--fixmatch-mu", "--fixmatch-weight")
 
 
 def _train_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="fer-train", description="Train a facial-expression classifier on FER2013 (or any supported data).",
-                                epilog="Other commands: fer-train evaluate MODEL | export RUN --name NAME | data [PATH]. "
+                                epilog="Other commands: fer-train evaluate MODEL | export RUN --name NAME | data [PATH] | explain RUN. "
                                        "Add --help after one for its options.")
     p.add_argument("--model", default=d.model, help="registered model name (default: %(default)s)")
     p.add_argument("--data", default=None, help="FER2013 CSV (.csv or .csv.gz), course-format CSV or image folder; default: $FER_DATA or ../shared/data/fer2013")
@@ -57,15 +62,37 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the run in this folder from its last completed epoch")
     p.add_argument("--progress", choices=("auto", "rich", "plain", "json"), default="auto",
                    help="json: one JSON object per line on stdout, for programs (the TUI)")
+    semi = p.add_argument_group("semi-supervised training (--semi)", "hide the labels of part of the training set, train by "
+                                "self-training and compare with the labeled part alone; every arm trains rounds × epochs-per-round epochs")
+    semi.add_argument("--semi", action="store_true", help="semi-supervised run (folder runs/semi-<model>-<time>)")
+    semi.add_argument("--threshold", dest="semi_threshold", type=float, default=d.semi_threshold,
+                      help="admit an unlabeled image when its top softmax probability is strictly greater than this (default: %(default)s)")
+    semi.add_argument("--labeled-fraction", dest="semi_labeled_fraction", type=float, default=d.semi_labeled_fraction,
+                      help="share of every class that keeps its label, stratified and seeded (default: %(default)s)")
+    semi.add_argument("--rounds", dest="semi_rounds", type=int, default=d.semi_rounds, help="self-training rounds (default: %(default)s)")
+    semi.add_argument("--epochs-per-round", dest="semi_epochs_per_round", type=int, default=d.semi_epochs_per_round,
+                      help="epochs between two selections (default: %(default)s)")
+    semi.add_argument("--arms", dest="semi_arms", type=lambda s: [a.strip() for a in s.split(",") if a.strip()], default=",".join(d.semi_arms),
+                      help="comma-separated: baseline, self-training, per-class, fixmatch (default: %(default)s)")
+    semi.add_argument("--class-thresholds", dest="semi_class_thresholds", default=d.semi_class_thresholds,
+                      help="per-class arm: 'auto' (every predicted class admits the share the global threshold admits overall) "
+                           "or 7 comma-separated thresholds in class order (default: %(default)s)")
+    semi.add_argument("--fixmatch-threshold", type=float, default=d.fixmatch_threshold, help="FixMatch's confidence threshold τ (default: %(default)s)")
+    semi.add_argument("--fixmatch-mu", type=int, default=d.fixmatch_mu, help="unlabeled images per labeled image in a step (default: %(default)s)")
+    semi.add_argument("--fixmatch-weight", type=float, default=d.fixmatch_weight, help="weight λ of the consistency loss (default: %(default)s)")
     return p
 
 
 def train_main(argv: list[str]) -> int:
     from .progress import Reporter
-    from .train import new_run_dir, train
 
     args = _train_parser().parse_args(argv)
     reporter = Reporter(args.progress)
+    if args.data is not None and not Path(args.data).exists():  # before torch's import, which takes seconds
+        reporter.emit("error", message=str(DataError(args.data, "no such file or folder")))
+        return 2
+    from .train import new_run_dir, train
+
     try:
         if args.resume:
             run_dir = Path(args.resume)
@@ -73,14 +100,33 @@ def train_main(argv: list[str]) -> int:
             if not saved.exists():
                 raise DataError(saved, "not a run folder (no config.json)")
             config = TrainConfig.from_dict(json.loads(saved.read_text()))
-            if any(a == "--epochs" or a.startswith("--epochs=") for a in argv):  # extend the run
-                config.epochs = args.epochs
-            result = train(config, run_dir, reporter, resume=True, export=not args.no_export)
+            epochs_given = any(a == "--epochs" or a.startswith("--epochs=") for a in argv)
+            if config.semi:  # a semi-supervised run resumes at the start of the epoch in progress of the arm in progress
+                from .semi import train_semi
+
+                if epochs_given:
+                    raise ValueError("a --semi run's budget is its --rounds × --epochs-per-round; --epochs does not apply")
+                result = train_semi(config, run_dir, reporter, resume=True, export=not args.no_export)
+            else:
+                if epochs_given:  # extend the run
+                    config.epochs = args.epochs
+                result = train(config, run_dir, reporter, resume=True, export=not args.no_export)
         else:
             fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
             config = TrainConfig(**fields)
-            run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(config, args.runs_root)
-            result = train(config, run_dir, reporter, export=not args.no_export)
+            stray = [a.split("=")[0] for a in argv if a.split("=")[0] in SEMI_ONLY_FLAGS]
+            if stray and not config.semi:
+                raise ValueError(f"{', '.join(stray)}: only for semi-supervised runs; add --semi")
+            if config.semi:
+                from .semi import new_semi_run_dir, train_semi
+
+                if any(a == "--epochs" or a.startswith("--epochs=") for a in argv):
+                    raise ValueError("with --semi every arm trains --rounds × --epochs-per-round epochs; drop --epochs")
+                run_dir = Path(args.run_dir) if args.run_dir else new_semi_run_dir(config, args.runs_root)
+                result = train_semi(config, run_dir, reporter, export=not args.no_export)
+            else:
+                run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(config, args.runs_root)
+                result = train(config, run_dir, reporter, export=not args.no_export)
     except (DataError, ValueError, FileNotFoundError) as exc:
         reporter.emit("error", message=str(exc))
         return 2
@@ -167,10 +213,89 @@ def data_main(argv: list[str]) -> int:
     return 0
 
 
+def explain_main(argv: list[str]) -> int:
+    from .explain.backward import UnsupportedModelError
+    from .explain.report import DEFAULT_LAYERS, DEFAULT_STEPS, explain_model
+    from .explain.saliency import METHODS
+    from .explain_runtime import AscentConfig
+
+    p = argparse.ArgumentParser(prog="fer-train explain", description="Saliency maps, filter visualisation by gradient ascent and layer "
+                                "outputs of a model, as pictures in one folder with an index (index.md, index.html).")
+    p.add_argument("model", help="run folder or checkpoint (.pt)")
+    p.add_argument("--out", default=None, help="folder for the pictures (default: <run>/explain)")
+    p.add_argument("--data", default=None, help="data source (default: the one the model was trained on, or FER2013)")
+    p.add_argument("--split", default="val", choices=("train", "val", "test"), help="where the faces come from (default: %(default)s)")
+    p.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="conv layers: conv2, 2 or features.4 (default: %(default)s)")
+    p.add_argument("--steps", nargs="+", type=int, default=list(DEFAULT_STEPS), help="ascent step counts to picture (default: %(default)s)")
+    p.add_argument("--step-size", type=float, default=AscentConfig.step_size, help="pixels per step (default: %(default)s)")
+    p.add_argument("--jitter", type=int, default=0, help="regulariser: random shift up to N pixels before each step")
+    p.add_argument("--blur", type=float, default=0.0, help="regulariser: Gaussian blur of this sigma every 4 steps")
+    p.add_argument("--l2", type=float, default=0.0, help="regulariser: decay towards gray by this fraction per step")
+    p.add_argument("--tv", type=float, default=0.0, help="regulariser: total-variation penalty weight")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise")
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="saliency methods (default: all)")
+    p.add_argument("--hide", type=float, default=0.5, help="fraction of least salient pixels hidden in the masked faces (default: %(default)s)")
+    p.add_argument("--face", default="Happy", help="class of the face whose layer outputs are shown (default: %(default)s)")
+    p.add_argument("--no-regularisers", action="store_true", help="skip the regulariser comparison")
+    p.add_argument("--filters", type=int, default=None, metavar="N", help="visualise only the first N filters of each layer (default: all)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx and its explanation graphs to OUT/onnx and time them in onnxruntime")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and onnxruntime (default: all cores)")
+    args = p.parse_args(argv)
+    console = Console(stderr=True)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = Path(args.out) if args.out else (Path(args.model) if Path(args.model).is_dir() else Path(args.model).parent) / "explain"
+    ascent = AscentConfig(step_size=args.step_size, jitter=args.jitter, blur=args.blur, l2=args.l2, tv=args.tv, seed=args.seed)
+    try:
+        report = explain_model(args.model, out, data=args.data, split=args.split, layers=args.layers, steps=args.steps, ascent=ascent,
+                               face_class=args.face, hide=args.hide, regularisers=not args.no_regularisers, methods=args.methods,
+                               max_filters=args.filters, onnx=args.onnx, threads=args.threads, console=console)
+    except (DataError, ValueError, FileNotFoundError, UnsupportedModelError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    for name, seconds in report.timings.items():
+        console.print(f"  {name}: {seconds:.3g} s")
+    print(report.out_dir / "index.html")
+    return 0
+
+
+def optimize_main(argv: list[str]) -> int:
+    from .optimize import MAX_ACCURACY_DROP, OptimizeError, load_optimize_splits, optimize_model
+    from .runtime import ModelError
+
+    p = argparse.ArgumentParser(prog="fer-train optimize", description="Faster variants of an exported model beside it: <stem>.fast.onnx "
+                                "(fp32, rewritten graph) and <stem>.int8.onnx (static int8, calibrated on validation faces), each "
+                                "written only if its PublicTest accuracy stays within --max-drop points of the fp32 model.")
+    p.add_argument("model", help="exported model (.onnx)")
+    p.add_argument("--data", default=None, help="data source (default: the one the model was trained on, or FER2013)")
+    p.add_argument("--out-dir", default=None, help="where to write the variants (default: beside the model)")
+    p.add_argument("--variants", nargs="+", default=["fast", "int8"], choices=("fast", "int8"))
+    p.add_argument("--calibration", type=int, default=1000, metavar="N", help="validation faces to calibrate int8 on (default: %(default)s)")
+    p.add_argument("--weight-bits", type=int, default=7, choices=(7, 8), help="int8 weights: 7 bits give the same results on every "
+                   "x86 CPU, 8 are finer but can overflow on CPUs without VNNI (default: %(default)s)")
+    p.add_argument("--max-drop", type=float, default=MAX_ACCURACY_DROP, help="accuracy points a variant may lose (default: %(default)s)")
+    args = p.parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        splits = load_optimize_splits(Path(args.model), args.data)
+        results = optimize_model(args.model, splits, out_dir=args.out_dir, variants=args.variants, calibration_images=args.calibration,
+                                 weight_bits=args.weight_bits, max_drop=args.max_drop, log=lambda line: console.print(line, soft_wrap=True))
+    except (DataError, ValueError, FileNotFoundError, ModelError, OptimizeError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    for result in results:
+        if result.written:
+            print(result.path)
+    return 0 if all(r.written for r in results) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        return {"evaluate": evaluate_main, "export": export_main, "data": data_main}[argv[0]](argv[1:])
+        return {"evaluate": evaluate_main, "export": export_main, "data": data_main, "explain": explain_main,
+                "optimize": optimize_main}[argv[0]](argv[1:])
     return train_main(argv)
 
 

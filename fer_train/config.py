@@ -37,6 +37,17 @@ class TrainConfig:
     skip_bad: bool = False
     export_name: str | None = None  # also export the best model to exported/<name>.onnx
     export_dir: str = "exported"
+    # semi-supervised training (--semi, fer_train.semi); ordinary training ignores all of these
+    semi: bool = False
+    semi_threshold: float = 0.45  # admit an unlabeled image when its top softmax probability is > this (strictly)
+    semi_labeled_fraction: float = 0.5  # of every class, stratified and seeded; the rest is treated as unlabeled
+    semi_rounds: int = 4
+    semi_epochs_per_round: int = 5  # every arm trains rounds × epochs_per_round epochs
+    semi_arms: list = field(default_factory=lambda: ["baseline", "self-training"])  # also "per-class", "fixmatch"
+    semi_class_thresholds: str | list = "auto"  # the per-class arm: "auto" (class-balanced) or 7 thresholds
+    fixmatch_threshold: float = 0.95  # FixMatch's τ on the weak view
+    fixmatch_mu: int = 1  # unlabeled images per labeled image in a step
+    fixmatch_weight: float = 1.0  # λ of the consistency loss
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:

@@ -8,6 +8,10 @@ NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 48  # FER2013 faces are 48×48 grayscale
 NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
+# The names of fer_train.models' registry, for code that must not import torch (the TUI's Train form).
+# tests/test_models.py checks that they match the registry.
+MODEL_NAMES: tuple[str, ...] = ("cnn", "dnn")
+
 # Where the shared copy of the real data lives, relative to a checkout; FER_DATA overrides it.
 DATA_ENV_VAR = "FER_DATA"
 DEFAULT_DATA_RELATIVE = "../shared/data/fer2013/fer2013.csv.gz"

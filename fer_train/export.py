@@ -126,10 +126,15 @@ def export_run(run: str | Path, *, splits=None, reporter=None, export_name: str 
     write_metadata(out, metadata)
     if reporter is not None:
         reporter.emit("exported", path=str(out), max_abs_diff=diff, metrics=metadata[META_METRICS])
+    from .explain.gradient_onnx import copy_companions, write_companions
+
+    # model.grad.onnx (+ layers, filters) beside model.onnx, each checked against torch autograd
+    write_companions(model, out, splits.val.images[:64], reporter, metadata[META_CLASS_NAMES])
     if export_name:
         target = Path(export_dir) / f"{export_name}.onnx"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(out, target)
+        copy_companions(out, target)
         if reporter is not None:
             reporter.emit("exported", path=str(target), max_abs_diff=diff, metrics=metadata[META_METRICS])
         return target

@@ -3,6 +3,20 @@
 The JSON stream is the TUI's view of a training job: one object per line on stdout, each with an
 ``event`` key: ``start``, ``batch``, ``epoch``, ``message``, ``exported``, ``done``, ``interrupted``,
 ``error`` (and ``round`` for semi-supervised runs).
+
+A semi-supervised run (``--semi``) sends one ``start``, then per arm (``baseline``, ``self-training``,
+``per-class``, ``fixmatch``) an ``arm`` event and its ``batch``/``epoch`` events (which carry ``arm`` and
+``round``); at the end of every round of an arm other than the baseline, a ``round`` event::
+
+    {"event": "round", "arm": "self-training", "round": 2, "rounds": 4, "epoch": 4, "val_acc": 0.41,
+     "threshold": 0.45, "thresholds_per_class": {"Angry": 0.45, ...}, "unlabeled": 12920, "admitted": 5321,
+     "admitted_per_class": {"Angry": 402, ...}, "pseudo_precision": 0.71,
+     "pseudo_precision_per_class": {"Angry": 0.55, "Disgust": null, ...}, "kept": 4100, "new": 1221,
+     "dropped": 380, "used_in_round": 3, "trained_on": {"labeled": 12917, "pseudo": 4480}, ...}
+
+``admitted`` is the selection made with the model at the end of that round (used in round
+``used_in_round``; null after the last); the precision is graded afterwards with the hidden labels and is
+never used in training (null for a class with nothing admitted). ``done`` adds ``final_val_acc`` per arm.
 """
 
 from __future__ import annotations
@@ -84,8 +98,19 @@ def _describe(event: str, f: dict) -> str | None:
                 f"{f['device']}, epochs {f['start_epoch']}–{f['epochs']} → {f['run_dir']}")
     if event == "epoch":
         best = " [green]best[/]" if f.get("best") else ""
-        return (f"epoch {f['epoch']:>3}/{f['epochs']}  train loss {f['train_loss']:.4f} acc {f['train_acc']:.4f}  "
+        return (f"{f['arm'] + ' ' if f.get('arm') else ''}epoch {f['epoch']:>3}/{f['epochs']}  train loss {f['train_loss']:.4f} acc {f['train_acc']:.4f}  "
                 f"val loss {f['val_loss']:.4f} acc {f['val_acc']:.4f}  {f['seconds']:.0f}s ({f['images_per_s']:.0f} img/s){best}")
+    if event == "arm":
+        return (f"[bold]{f['arm']}[/] (arm {f['index']} of {f['arms']}): epochs {f['start_epoch']}–{f['epochs']} on {f['labeled']:,} labeled "
+                f"and {f['unlabeled']:,} unlabeled images → {f['run_dir']}")
+    if event == "round":
+        precision = "–" if f["pseudo_precision"] is None else f"{f['pseudo_precision']:.3f}"
+        use = f"for round {f['used_in_round']}" if f.get("used_in_round") else "(not trained on)"
+        per_class = "  ".join(f"{name} {n:,}" + ("" if p is None else f" ({p:.2f})")
+                              for (name, n), p in zip(f["admitted_per_class"].items(), f["pseudo_precision_per_class"].values()))
+        return (f"{f['arm']} round {f['round']}/{f['rounds']}: val acc {f['val_acc']:.4f}; admitted {f['admitted']:,} of {f['unlabeled']:,} "
+                f"unlabeled {use} (kept {f['kept']:,}, new {f['new']:,}, dropped {f['dropped']:,}); pseudo-label precision {precision}\n"
+                f"    per class (precision): {per_class}")
     if event in ("message", "error"):
         return f"[red]error:[/] {f['message']}" if event == "error" else f["text"]
     if event == "exported":

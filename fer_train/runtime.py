@@ -100,16 +100,17 @@ def load_classifier(path: str | Path, threads: int | None = None) -> OnnxClassif
     if len(shape_in) != 4 or list(shape_in[1:]) != [1, IMAGE_SIZE, IMAGE_SIZE]:
         raise ModelError(f"{path}: input {ONNX_INPUT!r} has shape {shape_in}; expected [N, 1, 48, 48]")
     shape_out = outputs[names_out.index(ONNX_OUTPUT)].shape
-    if len(shape_out) != 2 or not isinstance(shape_out[1], int):
-        raise ModelError(f"{path}: output {ONNX_OUTPUT!r} has shape {shape_out}; expected [N, classes]")
+    if len(shape_out) != 2 or shape_out[1] != len(CLASS_NAMES):
+        raise ModelError(f"{path}: output {ONNX_OUTPUT!r} has shape {shape_out}; expected [N, {len(CLASS_NAMES)}] "
+                         f"({', '.join(CLASS_NAMES)})")
 
     meta = {k: _decode(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
     warnings = []
     names = meta.get(META_CLASS_NAMES)
     if not (isinstance(names, list) and len(names) == shape_out[1]):
         if names is None:
-            warnings.append(f"{path.name} has no class names in its metadata; using generic names")
+            warnings.append(f"{path.name} has no class names in its metadata; using the FER2013 names in label order")
         else:
-            warnings.append(f"{path.name}: class names in the metadata do not match its {shape_out[1]} outputs; using generic names")
-        names = list(CLASS_NAMES) if shape_out[1] == len(CLASS_NAMES) else [f"class {i}" for i in range(shape_out[1])]
+            warnings.append(f"{path.name}: class names in the metadata do not match its {shape_out[1]} outputs; using the FER2013 names")
+        names = list(CLASS_NAMES)
     return OnnxClassifier(path, session, meta, [str(n) for n in names], warnings)

@@ -34,25 +34,44 @@ from .splits import Splits, make_splits
 
 
 class Interrupted(Exception):
-    """Raised in the training thread on SIGINT or SIGTERM."""
+    """Raised in the training thread between two batches after SIGINT or SIGTERM."""
+
+
+_stop_signal: str | None = None  # set by the handler; checked between batches
+
+
+def check_stop() -> None:
+    """Raise :class:`Interrupted` if a stop was asked for. Called between batches, never inside a save."""
+    if _stop_signal is not None:
+        raise Interrupted(_stop_signal)
 
 
 @contextlib.contextmanager
 def interrupts_as_exception():
-    """Turn SIGTERM (and Ctrl-C) into :class:`Interrupted` while training, then restore the handlers."""
+    """While training, SIGTERM and Ctrl-C ask the loop to stop at the next batch boundary.
+
+    The handler only sets a flag, so a checkpoint being written is always finished (an exception raised
+    inside ``torch.save`` would leave a stray temporary file). A second signal stops at once.
+    """
+    global _stop_signal
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        raise Interrupted(signal.Signals(signum).name)
+        global _stop_signal
+        if _stop_signal is not None:
+            raise Interrupted(signal.Signals(signum).name)
+        _stop_signal = signal.Signals(signum).name
 
+    _stop_signal = None
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _stop_signal = None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -147,6 +166,7 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
     correct = torch.zeros((), device=device, dtype=torch.long)
     start = time.perf_counter()
     for step in range(steps):
+        check_stop()
         idx = order[step * config.batch_size:(step + 1) * config.batch_size]
         xb, yb = x[idx].float(), y[idx]
         if config.augment:
@@ -282,6 +302,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
                 _write_json(run_dir / "history.json", history)
                 remaining = (config.epochs - epoch) * seconds
                 reporter.emit("epoch", epochs=config.epochs, best=is_best, eta_s=round(remaining, 1), **record)
+                check_stop()
     except (Interrupted, KeyboardInterrupt):
         interrupted = True
     finally:

@@ -39,6 +39,12 @@ def test_element_prelu_has_one_slope_per_element():
     assert torch.equal(act(-x), -x)
 
 
+def test_torch_free_model_names_match_the_registry():
+    from fer_train.constants import MODEL_NAMES
+
+    assert set(MODEL_NAMES) == set(MODEL_REGISTRY)
+
+
 def test_unknown_model_lists_the_registered_ones():
     with pytest.raises(ValueError, match="registered: cnn, dnn"):
         create_model("resnet9000")

@@ -1,0 +1,114 @@
+"""Where the model looks, in torch: the input gradient (the study's method), SmoothGrad and occlusion.
+
+The gradient is taken with respect to the raw pixels (0..255), of a class's logit. SmoothGrad and
+occlusion are the numpy algorithms of :mod:`fer_train.explain_runtime`, run here with torch behind them,
+so the TUI's onnxruntime results are comparable number for number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import explain_runtime as rt
+
+METHODS = ("gradient", "smoothgrad", "occlusion")
+
+
+def torch_gradient_fn(model: nn.Module, batch_size: int = 256) -> rt.GradientFn:
+    """``(images, class_index) → (logit of that class, d logit / d pixels)`` by autograd."""
+    model.eval()
+
+    def run(images: np.ndarray, index: np.ndarray):
+        x_all = rt.as_batch(images)
+        idx_all = torch.as_tensor(np.asarray(index, np.int64))
+        scores, grads = [], []
+        for i in range(0, len(x_all), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(x_all[i:i + batch_size, None])).requires_grad_(True)
+            chosen = model(x).gather(1, idx_all[i:i + batch_size, None])[:, 0]  # (n,)
+            (grad,) = torch.autograd.grad(chosen.sum(), x)  # images are independent: the sum's gradient is each one's
+            scores.append(chosen.detach().numpy())
+            grads.append(grad[:, 0].numpy())
+        return np.concatenate(scores), np.concatenate(grads)
+
+    return run
+
+
+def torch_logits_fn(model: nn.Module) -> rt.LogitsFn:
+    model.eval()
+
+    def run(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(rt.as_batch(images)[:, None]))).numpy()
+
+    return run
+
+
+def predict(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    return torch_logits_fn(model)(images)
+
+
+def _classes(model: nn.Module, images: np.ndarray, class_index) -> np.ndarray:
+    if class_index is None:
+        return predict(model, images).argmax(axis=1)
+    return np.broadcast_to(np.asarray(class_index, np.int64), (len(images),)).copy()
+
+
+def input_gradient(model: nn.Module, images: np.ndarray, class_index=None) -> rt.SaliencyResult:
+    """The gradient of the class's logit with respect to the pixels, for one image or a batch.
+
+    ``class_index``: one class for all, one per image, or None for each image's predicted class.
+    """
+    x = rt.as_batch(images)
+    classes = _classes(model, x, class_index)
+    _, grad = torch_gradient_fn(model)(x, classes)
+    return rt.SaliencyResult(predict(model, x), classes, grad)
+
+
+def smoothgrad(model: nn.Module, images: np.ndarray, class_index=None, samples: int = 25, noise: float = 0.15, seed: int = 0) -> np.ndarray:
+    """SmoothGrad's signed mean gradient (N, 48, 48); see :func:`fer_train.explain_runtime.smoothgrad`."""
+    x = rt.as_batch(images)
+    return rt.smoothgrad(torch_gradient_fn(model), x, _classes(model, x, class_index), samples=samples, noise=noise, seed=seed)
+
+
+def occlusion(model: nn.Module, images: np.ndarray, class_index=None, patch: int = 8, stride: int = 4, fill: float | None = None) -> np.ndarray:
+    """The drop of the class's probability when each region is hidden (N, 48, 48)."""
+    x = rt.as_batch(images)
+    return rt.occlusion(torch_logits_fn(model), x, _classes(model, x, class_index), patch=patch, stride=stride, fill=fill)
+
+
+@dataclass
+class SaliencyMaps:
+    """Maps of several methods for the same images and classes; every map is non-negative, (N, 48, 48)."""
+
+    images: np.ndarray  # uint8 (N, 48, 48)
+    class_index: np.ndarray
+    logits: np.ndarray
+    maps: dict[str, np.ndarray]
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        z = np.exp(self.logits - self.logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+
+def saliency_maps(model: nn.Module, images: np.ndarray, class_index=None, methods=METHODS, progress=None) -> SaliencyMaps:
+    """Each method's map of the same images; ``progress(method)`` after each method."""
+    x = rt.as_batch(images)
+    result = input_gradient(model, x, class_index)
+    maps = {}
+    for method in methods:
+        if method == "gradient":
+            maps[method] = result.map
+        elif method == "smoothgrad":
+            maps[method] = np.abs(smoothgrad(model, x, result.class_index))
+        elif method == "occlusion":
+            maps[method] = np.clip(occlusion(model, x, result.class_index), 0, None)  # only where hiding hurts the class
+        else:
+            raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
+        if progress is not None:
+            progress(method)
+    return SaliencyMaps(np.clip(x, 0, 255).astype(np.uint8), result.class_index, result.logits, maps)

@@ -1,0 +1,191 @@
+"""Faster variants of exported models: FLOP count, the fp32 rewrite, static int8 and the accuracy gate.
+
+Generated data and freshly initialised models only; no timings are asserted (benchmarks/bench_inference.py
+measures speed).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from fer_train import optimize
+from fer_train.constants import CLASS_NAMES
+from fer_train.export import export_onnx
+from fer_train.io import Split
+from fer_train.models import ElementPReLU, create_model
+from fer_train.optimize import (FUSED_ATOL, accuracy_gate, count_flops, fuse_prelu, logits_of, optimize_model, quantize_int8,
+                                simplify)
+from fer_train.runtime import load_classifier
+from fer_train.synthetic import make_faces
+
+# The study CNN by hand, multiply-accumulates per image: output elements × input channels × kernel area.
+CNN_MACS = (
+    64 * 44 * 44 * (1 * 5 * 5)  # conv 1→64, 5×5, on 48×48 without padding
+    + 2 * 64 * 22 * 22 * (64 * 3 * 3)  # two convs 64→64, 3×3, padded, on 22×22
+    + 128 * 10 * 10 * (64 * 3 * 3)  # conv 64→128 on 10×10
+    + 128 * 10 * 10 * (128 * 3 * 3)  # conv 128→128 on 10×10
+    + 3200 * 512 + 512 * 512 + 512 * 7  # the dense layers
+)
+DNN_MACS = 48 * 48 * 512 + 5 * 512 * 512 + 512 * 7
+
+
+def _fit_last_layer(model: torch.nn.Module, images: np.ndarray, labels: np.ndarray, ridge: float = 10.0) -> None:
+    """Fit the last Linear layer to ``labels`` by ridge regression on the features it receives."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    seen = {}
+    hook = last.register_forward_hook(lambda module, inputs, output: seen.update(features=inputs[0]))
+    with torch.no_grad():
+        model(torch.from_numpy(images).float().unsqueeze(1))
+    hook.remove()
+    h = torch.cat([seen["features"].double(), torch.ones(len(images), 1, dtype=torch.float64)], 1)
+    target = torch.nn.functional.one_hot(torch.from_numpy(labels), len(CLASS_NAMES)).double()
+    penalty = ridge * h.pow(2).mean() * torch.eye(h.shape[1], dtype=torch.float64)
+    solution = torch.linalg.solve(h.T @ h + penalty, h.T @ target)  # (features + 1, classes)
+    with torch.no_grad():
+        last.weight.copy_(solution[:-1].T.float())
+        last.bias.copy_(solution[-1].float())
+
+
+def _export(name: str, path, slopes=(-0.2, 0.6), fit_last: bool = True) -> None:
+    """A freshly initialised model, exported with metadata, that nonetheless tells the drawn expressions apart.
+
+    The PReLU slopes are drawn at random (they start at 0, a plain ReLU) and the last layer is fitted to
+    generated faces on the random features: an untrained net calls every face the same class, which
+    would leave argmax agreement and the accuracy gate nothing to measure.
+    """
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, ElementPReLU):
+                module.weight.uniform_(*slopes)
+    if fit_last:
+        _fit_last_layer(model, *make_faces(350, seed=8))
+    metadata = {"class_names": list(CLASS_NAMES), "architecture": name, "metrics": {"test": {"accuracy": 0.5}},
+                "train_config": {"model": name}, "parameter_count": 1}
+    export_onnx(model, path, metadata=metadata, check_images=make_faces(8, seed=9)[0])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("exported")
+    _export("cnn", folder / "cnn.onnx")
+    _export("dnn", folder / "dnn.onnx")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def splits():
+    """Calibration (val) and gate (test) faces, drawn apart from the faces the last layers were fitted to."""
+    val, test = make_faces(64, seed=4), make_faces(140, seed=3)
+    return SimpleNamespace(val=Split(*val, list(range(64))), test=Split(*test, list(range(140))))
+
+
+@pytest.fixture(scope="module")
+def faces(splits):
+    return splits.test.images
+
+
+def test_flop_count_matches_the_hand_count(exported):
+    cnn = count_flops(exported / "cnn.onnx")
+    assert cnn.macs == CNN_MACS and cnn.flops == 2 * CNN_MACS == 125_608_960  # about 0.125 GFLOP per image
+    assert len(cnn.macs_by_node) == 8  # five convs, three dense layers
+    assert count_flops(exported / "dnn.onnx").flops == 2 * DNN_MACS
+
+
+@pytest.mark.parametrize("name", ["cnn", "dnn"])
+def test_simplified_graph_gives_the_same_logits(exported, faces, name):
+    source = onnx.load(str(exported / f"{name}.onnx"))
+    fast, steps = simplify(source)
+    assert steps["prelu_as_max"] == (7 if name == "cnn" else 6) and steps["input_scale_folded"]
+    ops = [node.op_type for node in fast.graph.node]
+    assert "Clip" not in ops and "Div" not in ops
+    assert np.abs(logits_of(source, faces) - logits_of(fast, faces)).max() <= FUSED_ATOL
+    assert count_flops(fast).flops == count_flops(source).flops
+
+
+def test_prelu_forms_and_slopes_on_both_sides_of_one(tmp_path, faces):
+    path = tmp_path / "steep.onnx"
+    _export("cnn", path, slopes=(0.5, 1.5), fit_last=False)  # Max(x, w·x) would be wrong where w > 1: such PReLUs stay
+    source = onnx.load(str(path))
+    as_max, n_max = fuse_prelu(source, form="max")
+    as_prelu, n_prelu = fuse_prelu(source, form="prelu")
+    assert n_max == 0 and n_prelu == 7
+    expected = logits_of(source, faces)
+    for model in (as_max, as_prelu):
+        assert np.abs(logits_of(model, faces) - expected).max() <= FUSED_ATOL
+
+
+@pytest.mark.parametrize("name", ["cnn", "dnn"])
+def test_int8_variant_keeps_the_contract_and_metadata(exported, splits, tmp_path, name):
+    source = exported / f"{name}.onnx"
+    # the gate is not under test here: on 140 faces one disagreement is 0.7 points
+    results = {r.name: r for r in optimize_model(source, splits, out_dir=tmp_path, max_drop=100, log=lambda line: None)}
+    assert all(r.written for r in results.values())
+
+    clf = load_classifier(tmp_path / f"{name}.int8.onnx")
+    inp, out = clf.session.get_inputs()[0], clf.session.get_outputs()[0]
+    assert (inp.name, inp.type, inp.shape[1:]) == ("image", "tensor(float)", [1, 48, 48]) and isinstance(inp.shape[0], str)
+    assert (out.name, out.type, out.shape[1]) == ("logits", "tensor(float)", 7)
+    original = load_classifier(source).metadata
+    meta = clf.metadata
+    assert {k: v for k, v in meta.items() if k in original and k != "metrics"} == {k: v for k, v in original.items() if k != "metrics"}
+    assert meta["fp32_metrics"] == original["metrics"] and set(meta["metrics"]) == {"val", "test"}
+    fp32 = logits_of(source, splits.test.images).argmax(1)
+    assert meta["variant"] == "int8"
+    assert meta["fp32_test_accuracy"] == pytest.approx(float((fp32 == splits.test.labels).mean()), abs=1e-5)
+    assert meta["variant_test_accuracy"] == pytest.approx(meta["metrics"]["test"]["accuracy"])
+    assert meta["optimization"]["source"] == f"{name}.onnx" and meta["optimization"]["prelu_max_on_uint8"] >= 6
+
+    int8 = onnx.load(str(tmp_path / f"{name}.int8.onnx"))
+    assert any(n.op_type == "DequantizeLinear" for n in int8.graph.node)
+    assert any(init.data_type == onnx.TensorProto.INT8 for init in int8.graph.initializer)
+    assert len(np.unique(fp32)) >= 5  # the fp32 model tells the faces apart
+    agreement = float((clf.predict_logits(splits.test.images).argmax(1) == fp32).mean())
+    assert agreement >= 0.9, agreement
+    assert load_classifier(tmp_path / f"{name}.fast.onnx").metadata["variant"] == "fp32-fast"
+
+
+def test_int8_quantises_raw_pixels_exactly(exported):
+    fast, _ = simplify(onnx.load(str(exported / "dnn.onnx")))
+    int8, steps = quantize_int8(fast, make_faces(32, seed=6)[0])
+    q = next(n for n in int8.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == "image")
+    values = {init.name: numpy_helper.to_array(init) for init in int8.graph.initializer}
+    assert float(values[q.input[1]]) == 1.0 and int(values[q.input[2]]) == 0  # 0..255 → uint8 0..255 unchanged
+    assert steps["calibration_images"] == 32
+
+
+def test_accuracy_gate():
+    assert accuracy_gate(61.0, 60.6).passed  # 0.4 points lost
+    assert accuracy_gate(61.0, 61.8).passed  # gains are fine
+    refused = accuracy_gate(61.0, 60.4)
+    assert not refused.passed and "0.60 points lost" in str(refused)
+
+
+def test_gate_refuses_a_damaged_variant_and_removes_the_stale_one(exported, splits, tmp_path, monkeypatch):
+    source = exported / "cnn.onnx"
+    fast, _ = simplify(onnx.load(str(source)))
+
+    def damaged_int8(model, images, weight_bits=7):  # a "quantisation" that pushes every face to class 0
+        model = onnx.ModelProto()
+        model.CopyFrom(fast)
+        last = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
+        bias = next(init for init in model.graph.initializer if init.name == last.input[2])
+        values = numpy_helper.to_array(bias).copy()
+        values[0] += 1e3
+        bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+        return model, {}
+
+    monkeypatch.setattr(optimize, "quantize_int8", damaged_int8)
+    stale = tmp_path / "cnn.int8.onnx"
+    stale.write_bytes(source.read_bytes())  # an int8 file from some earlier model
+    [result] = optimize_model(source, splits, out_dir=tmp_path, variants=("int8",), log=lambda line: None)
+    assert result.gate is not None and result.gate.fp32_accuracy > 80  # the fixture's CNN reads the drawn faces
+    assert not result.written and not result.gate.passed and result.gate.drop > 50
+    assert "refused" in result.message and not stale.exists()

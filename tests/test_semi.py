@@ -1,0 +1,253 @@
+"""Semi-supervised training on generated faces: the selection rule at its boundary, a fresh selection every
+round, hidden labels that never reach the loss, resume, and the run folder and JSON stream people and the TUI read."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fer_train.semi as semi
+from fer_train.checkpoint import load_checkpoint
+from fer_train.cli import main as cli_main
+from fer_train.config import TrainConfig
+from fer_train.constants import CLASS_NAMES
+from fer_train.models import MODEL_REGISTRY
+from fer_train.progress import Reporter
+from fer_train.runtime import load_classifier
+from fer_train.semi import (ArmRun, PseudoLabelAudit, SemiData, class_balanced_thresholds, prepare, select_confident, semi_config,
+                            split_labeled, train_semi)
+from fer_train.train import load_splits
+
+CPU = torch.device("cpu")
+
+
+def _config(demo_csv, **kw) -> TrainConfig:
+    base = dict(model="dnn", data=str(demo_csv), batch_size=32, threads=1, augment=False, semi_rounds=3, semi_epochs_per_round=1,
+                semi_threshold=0.0, semi_arms=["baseline", "self-training"])
+    return TrainConfig(**{**base, **kw})
+
+
+def _quiet() -> Reporter:
+    return Reporter("json", stream=io.StringIO())
+
+
+def _weights(path) -> dict:
+    return load_checkpoint(path, prefer="last")["state_dict"]
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def _without_timings(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "select_seconds")} for r in records]
+
+
+# ----------------------------------------------------------------------------------------------------
+# the selection rule
+
+
+def test_admission_is_strictly_greater_than_the_threshold():
+    t = 0.45
+    probs = np.array([
+        [t, 0.30, 0.25, 0, 0, 0, 0],  # exactly at the threshold: not admitted
+        [np.nextafter(t, 1.0), 0.30, 0.25, 0, 0, 0, 0],  # the next number above it: admitted
+        [0.44, 0.40, 0.16, 0, 0, 0, 0],
+        [0.10, 0.60, 0.30, 0, 0, 0, 0],
+    ])
+    chosen = select_confident(probs, t)
+    assert chosen.index.tolist() == [1, 3]
+    assert chosen.label.tolist() == [0, 1]  # the pseudo-label is the arg-max
+    assert chosen.per_class() == {**dict.fromkeys(CLASS_NAMES, 0), "Angry": 1, "Disgust": 1}
+    # per class: each image must clear the threshold of its own predicted class
+    per_class = select_confident(probs, [0.40, 0.60, 0.0, 0.0, 0.0, 0.0, 0.0])
+    assert per_class.index.tolist() == [0, 1, 2]  # 0.60 for Disgust is not cleared by 0.60
+    assert select_confident(probs, 0.0).index.tolist() == [0, 1, 2, 3]  # every top probability is above 0
+
+
+def test_class_balanced_thresholds_admit_the_same_share_of_every_predicted_class():
+    rng = np.random.default_rng(0)
+    probs = np.full((30, 7), 0.01)
+    probs[:20, 3] = rng.uniform(0.8, 0.95, 20)  # 20 confident "Happy" predictions
+    probs[20:, 1] = rng.uniform(0.3, 0.4, 10)  # 10 hesitant "Disgust" ones
+    assert select_confident(probs, 0.5).per_class()["Disgust"] == 0  # the global rule crowds Disgust out
+    thresholds = class_balanced_thresholds(probs, 0.5)  # the global rule admits 20/30 = 2/3 overall
+    counts = select_confident(probs, thresholds).per_class()
+    assert counts["Happy"] == round(20 * 2 / 3) and counts["Disgust"] == round(10 * 2 / 3)
+    assert thresholds[0] == 0.0  # no image predicted Angry: nothing to hold back
+
+
+def test_the_labeled_part_is_stratified_seeded_and_the_rest_carries_no_labels(demo_csv):
+    labels = np.repeat(np.arange(7), [40, 6, 30, 80, 35, 25, 45])
+    labeled, unlabeled = split_labeled(labels, 0.5, seed=1)
+    assert np.intersect1d(labeled, unlabeled).size == 0 and len(labeled) + len(unlabeled) == len(labels)
+    np.testing.assert_array_equal(np.bincount(labels[labeled], minlength=7), [20, 3, 15, 40, 18, 12, 22])
+    assert np.array_equal(split_labeled(labels, 0.5, seed=1)[0], labeled)
+    assert not np.array_equal(split_labeled(labels, 0.5, seed=2)[0], labeled)
+
+    config = semi_config(_config(demo_csv))
+    splits = load_splits(config)
+    data, audit = prepare(splits, config, CPU)
+    assert {f.name for f in dataclasses.fields(SemiData)} == {"labeled_x", "labeled_y", "unlabeled_x", "val_x", "val_y"}
+    assert len(data.labeled_y) + len(data.unlabeled_x) == len(splits.train) and len(audit) == len(data.unlabeled_x)
+
+
+# ----------------------------------------------------------------------------------------------------
+# the loop
+
+
+def test_hidden_labels_never_reach_the_loss(demo_csv, tmp_path, monkeypatch):
+    """Poison every hidden label: training must stay bit-identical, and only the audit's grades change.
+
+    With threshold 0 every unlabeled image is admitted every round, so any leak would change the weights."""
+    config = _config(demo_csv, semi_arms=["self-training", "per-class", "fixmatch"], fixmatch_threshold=0.0)
+    honest = train_semi(config, tmp_path / "honest", _quiet(), export=False)
+
+    class PoisonedAudit(PseudoLabelAudit):
+        def __init__(self, hidden_labels):
+            super().__init__(np.zeros_like(hidden_labels))  # every hidden label replaced by Angry
+
+    monkeypatch.setattr(semi, "PseudoLabelAudit", PoisonedAudit)
+    poisoned = train_semi(config, tmp_path / "poisoned", _quiet(), export=False)
+    for arm in config.semi_arms:
+        _assert_same_weights(_weights(honest.run_dir / arm), _weights(poisoned.run_dir / arm))
+        a, b = (json.loads((r.run_dir / arm / "history.json").read_text()) for r in (honest, poisoned))
+        assert _without_timings(a) == _without_timings(b)
+    rounds = [json.loads((r.run_dir / "rounds.json").read_text())["self-training"] for r in (honest, poisoned)]
+    assert [r["admitted"] for r in rounds[0]] == [r["admitted"] for r in rounds[1]] == [honest.summary["data"]["unlabeled"]] * 3
+    assert [r["pseudo_precision"] for r in rounds[0]] != [r["pseudo_precision"] for r in rounds[1]]  # the audit was consulted
+
+
+def test_the_selection_is_made_afresh_every_round(demo_csv, tmp_path, monkeypatch):
+    config = semi_config(_config(demo_csv, semi_threshold=0.45, semi_arms=["self-training"]))
+    data, audit = prepare(load_splits(config), config, CPU)
+    n = len(data.unlabeled_x)
+
+    def scripted(confident: dict[int, tuple[int, float]]) -> np.ndarray:
+        probs = np.full((n, 7), 1 / 7)
+        for i, (c, p) in confident.items():
+            probs[i] = (1 - p) / 6
+            probs[i, c] = p
+        return probs
+
+    script = iter([scripted({0: (2, 0.9), 1: (2, 0.5), 3: (4, 0.45)}),  # after round 1: 0 and 1 (3 sits on the threshold)
+                   scripted({2: (5, 0.8)}),  # after round 2: only 2; 0 and 1 drop out again
+                   scripted({})])
+    monkeypatch.setattr(semi, "unlabeled_probabilities", lambda model, images, config: next(script))
+    seen = []
+    real_epoch = semi.train_one_epoch
+
+    def spy(model, optimizer, scheduler, x, y, config, epoch, *args, **kwargs):
+        seen.append((x.clone(), y.clone()))
+        return real_epoch(model, optimizer, scheduler, x, y, config, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(semi, "train_one_epoch", spy)
+    ArmRun("self-training", data, audit, config, tmp_path, _quiet(), share_first_round=False).load().run()
+
+    labeled = len(data.labeled_y)
+    assert [len(y) for _, y in seen] == [labeled, labeled + 2, labeled + 1]
+    assert torch.equal(seen[1][0][labeled:], data.unlabeled_x[[0, 1]]) and seen[1][1][labeled:].tolist() == [2, 2]
+    assert torch.equal(seen[2][0][labeled:], data.unlabeled_x[[2]]) and seen[2][1][labeled:].tolist() == [5]
+    rounds = json.loads((tmp_path / "self-training" / "rounds.json").read_text())
+    assert [(r["admitted"], r["kept"], r["new"], r["dropped"]) for r in rounds] == [(2, 0, 2, 0), (1, 0, 1, 2), (0, 0, 0, 1)]
+    assert [r["used_in_round"] for r in rounds] == [2, 3, None]
+
+
+def test_sharing_the_first_round_changes_nothing(demo_csv, tmp_path):
+    config = _config(demo_csv, semi_rounds=2, semi_arms=["baseline", "self-training"])
+    shared = train_semi(config, tmp_path / "shared", _quiet(), export=False)
+    alone = train_semi(config, tmp_path / "alone", _quiet(), export=False, share_first_round=False)
+    assert (shared.run_dir / "shared-round-1").exists() and not (alone.run_dir / "shared-round-1").exists()
+    _assert_same_weights(_weights(shared.run_dir / "self-training"), _weights(alone.run_dir / "self-training"))
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(demo_csv, tmp_path, monkeypatch):
+    config = _config(demo_csv, semi_threshold=0.15)
+    straight = train_semi(config, tmp_path / "straight", _quiet(), export=False)
+
+    calls = {"n": 0}
+    real_epoch = semi.train_one_epoch
+
+    def stop_at_the_fifth_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # baseline epochs 1–3, self-training (round 1 shared) epoch 2, then epoch 3
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(semi, "train_one_epoch", stop_at_the_fifth_epoch)
+    stopped = train_semi(config, tmp_path / "resumed", _quiet(), export=False)
+    assert stopped.interrupted and load_checkpoint(tmp_path / "resumed" / "self-training", "last")["epoch"] == 2
+    monkeypatch.setattr(semi, "train_one_epoch", real_epoch)
+    assert cli_main(["--resume", str(tmp_path / "resumed"), "--progress", "plain", "--no-export"]) == 0
+    for arm in ("baseline", "self-training"):
+        _assert_same_weights(_weights(straight.run_dir / arm), _weights(tmp_path / "resumed" / arm))
+    rounds = [json.loads((d / "rounds.json").read_text()) for d in (straight.run_dir, tmp_path / "resumed")]
+    assert _without_timings(rounds[0]["self-training"]) == _without_timings(rounds[1]["self-training"])
+    assert (tmp_path / "resumed" / "semi.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------------
+# what a user and the TUI get
+
+
+def test_cli_semi_run_writes_the_comparison_and_streams_rounds(demo_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = cli_main(["--semi", "--threshold", "0.15", "--data", str(demo_csv), "--model", "dnn", "--rounds", "2", "--epochs-per-round", "1",
+                     "--arms", "self-training,baseline,per-class,fixmatch", "--fixmatch-threshold", "0.15", "--batch-size", "32", "--threads", "1",
+                     "--run-dir", str(run), "--progress", "json", "--export", "semi-tiny", "--export-dir", str(tmp_path / "exported")])
+    assert code == 0
+    for name in ("config.json", "semi.json", "rounds.json", "comparison.md", "comparison.png", "rounds.png", "self-training/model.onnx",
+                 "baseline/history.json", "fixmatch/last.pt", "per-class/curves.png"):
+        assert (run / name).exists(), name
+
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done" and kinds.count("arm") == 4
+    rounds = [e for e in events if e["event"] == "round"]
+    assert sorted({e["arm"] for e in rounds}) == ["fixmatch", "per-class", "self-training"]
+    for e in rounds:
+        assert {"round", "rounds", "admitted", "admitted_per_class", "pseudo_precision_per_class", "threshold"} <= set(e)
+        assert sum(e["admitted_per_class"].values()) == e["admitted"] and list(e["admitted_per_class"]) == list(CLASS_NAMES)
+    assert all("arm" in e for e in events if e["event"] == "epoch")
+
+    summary = json.loads((run / "semi.json").read_text())
+    assert summary["main_arm"] == "self-training" and set(summary["arms"]) == {"baseline", "self-training", "per-class", "fixmatch"}
+    for arm, s in summary["arms"].items():
+        history = json.loads((run / arm / "history.json").read_text())
+        assert s["final_val_acc"] == pytest.approx(history[-1]["val_acc"], abs=1e-5)
+    baseline = json.loads((run / "baseline" / "history.json").read_text())
+    selftrain = json.loads((run / "self-training" / "history.json").read_text())
+    assert _without_timings(selftrain[:1]) == [dict(r, shared=True) for r in _without_timings(baseline[:1])]  # like for like
+    assert "self-training" in (run / "comparison.md").read_text() and "McNemar" in (run / "comparison.md").read_text()
+
+    metadata = load_classifier(tmp_path / "exported" / "semi-tiny.onnx").metadata
+    assert metadata["train_config"]["semi"] is True and metadata["train_config"]["semi_threshold"] == 0.15
+    assert metadata["training"]["semi"]["arm"] == "self-training"
+
+
+@pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))
+def test_every_registered_model_self_trains(demo_csv, tmp_path, name):
+    result = train_semi(_config(demo_csv, model=name, limit_train=98, semi_rounds=2, semi_arms=["self-training"]), tmp_path / name, _quiet(), export=False)
+    assert not result.interrupted and result.summary["arms"]["self-training"]["epochs"] == 2
+
+
+def test_settings_a_user_can_get_wrong(demo_csv, capsys):
+    with pytest.raises(ValueError, match=r"--threshold must lie in \[0, 1\), got 1.0"):
+        semi_config(_config(demo_csv, semi_threshold=1.0))
+    with pytest.raises(ValueError, match="--arms takes a comma-separated list of baseline, self-training, per-class, fixmatch; got selftrain"):
+        semi_config(_config(demo_csv, semi_arms=["selftrain"]))
+    with pytest.raises(ValueError, match="--class-thresholds needs 7 numbers"):
+        semi_config(_config(demo_csv, semi_class_thresholds="0.5,0.5"))
+    assert semi_config(_config(demo_csv, semi_class_thresholds="0.5, 0.2,0.4,0.6,0.5,0.5,0.5")).semi_class_thresholds[1] == 0.2
+    assert semi_config(_config(demo_csv, semi_rounds=3, semi_epochs_per_round=2)).epochs == 6
+    assert cli_main(["--semi", "--epochs", "3", "--data", str(demo_csv), "--progress", "plain"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+    assert cli_main(["--threshold", "0.5", "--data", str(demo_csv), "--progress", "plain"]) == 2
+    assert "--threshold: only for semi-supervised runs; add --semi" in capsys.readouterr().err
