@@ -10,8 +10,8 @@ reach; torch eager on the same weights; the time the TUI takes to predict the 3,
 (``load_classifier(path).predict_logits(images)``); the saliency graph ``<stem>.grad.onnx`` when it is
 there; a sweep of onnxruntime settings (threads, thread spinning, optimisation level, batch), a profile
 of where the time goes, and single-thread images per CPU-second (an estimate of one quiet core that a busy
-machine hardly moves). Prints Markdown tables and writes everything to JSON (``--json``, by default
-runs/bench/inference.json).
+machine hardly moves), also for each step from the exported graph to the shipped int8 (what each gains).
+Prints Markdown tables and writes everything to JSON (``--json``, by default runs/bench/inference.json).
 
 The peak is given two ways: in theory (cores × clock × FLOPs per cycle, from /proc/cpuinfo and lscpu)
 and as measured (the best of a large fp32 matmul in numpy, torch and onnxruntime; int8 with

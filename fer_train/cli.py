@@ -101,6 +101,8 @@ def train_main(argv: list[str]) -> int:
                 raise DataError(saved, "not a run folder (no config.json)")
             config = TrainConfig.from_dict(json.loads(saved.read_text()))
             epochs_given = any(a == "--epochs" or a.startswith("--epochs=") for a in argv)
+            if args.threads is not None:  # the machine may differ from the one the run started on
+                config.threads = args.threads
             if config.semi:  # a semi-supervised run resumes at the start of the epoch in progress of the arm in progress
                 from .semi import train_semi
 

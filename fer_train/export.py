@@ -63,7 +63,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, metadata: dict, check_ima
     return diff
 
 
-def write_metadata(path: str | Path, metadata: dict) -> None:
+def write_metadata(path: str | Path, metadata: dict, doc: str | None = None) -> None:
     """Replace the file's metadata (values JSON-encoded unless already text) and check the model."""
     import onnx
 
@@ -72,7 +72,7 @@ def write_metadata(path: str | Path, metadata: dict) -> None:
     for key, value in metadata.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    proto.doc_string = f"fer {metadata.get(META_ARCHITECTURE, '')}: facial expression logits from raw 48x48 grayscale pixels 0..255"
+    proto.doc_string = doc or f"fer {metadata.get(META_ARCHITECTURE, '')}: facial expression logits from raw 48x48 grayscale pixels 0..255"
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
 

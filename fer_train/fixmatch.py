@@ -25,7 +25,7 @@ from .augment import random_affine
 from .config import TrainConfig
 from .constants import IMAGE_SIZE
 from .progress import Reporter
-from .train import autocast, bf16_supported, epoch_seed
+from .train import autocast, bf16_supported, check_stop, epoch_seed
 
 CUTOUT = 16  # side of the grey square the strong view hides (a third of the face, as FixMatch's cutout)
 
@@ -76,6 +76,7 @@ def fixmatch_epoch(model: nn.Module, optimizer, scheduler, labeled_x: torch.Tens
     correct, seen_unlabeled = 0, 0
     start = time.perf_counter()
     for step in range(steps):
+        check_stop()  # SIGTERM / Ctrl-C stop between two batches
         idx = order[step * batch:(step + 1) * batch]
         uidx = unlabeled_order[torch.arange(step * per_step, (step + 1) * per_step, device=device) % len(unlabeled_x)]
         xl, yl, xu = labeled_x[idx].float(), labeled_y[idx], unlabeled_x[uidx].float()

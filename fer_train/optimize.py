@@ -210,8 +210,9 @@ def fuse_prelu(model, form: str = "max"):
     least 1. A PReLU with slopes on both sides of 1 is left as it is. Both new ops stay elementwise, and
     int8 keeps them in uint8 (see :func:`quantize_int8`).
     ``form="prelu"``: ONNX's ``PRelu(x, w)``, whose slope broadcasts from (C, H, W). One node, but
-    onnxruntime 1.32 runs a broadcast slope through a generic loop about 30 % slower than the four nodes
-    it replaces (see the README), so it is here only to be measured.
+    onnxruntime 1.32 runs a slope of that shape through a generic loop whose speed depends on the data:
+    from no faster than the four nodes (a trained checkpoint) to 20 % slower (random weights). It is
+    here only to be measured (benchmarks/bench_inference.py).
     """
     import onnx
 
@@ -480,9 +481,10 @@ def quantize_int8(model, calibration_images: np.ndarray, weight_bits: int = 7, o
     and AVX-VNNI compute) of a :func:`simplify`-ed graph, calibrated on ``calibration_images``; returns
     ``(model, steps)``.
 
-    ``weight_bits=7`` (the default) keeps every weight within ±63: x86 CPUs without VNNI multiply u8×s8
-    pairs into a saturating 16-bit sum, which full 8-bit weights can overflow, so 7 bits give the same
-    numbers — and the accuracy the gate measured — on every x86 CPU; 8 bits are a little finer on VNNI.
+    ``weight_bits=7`` (the default) keeps every weight within ±64: x86 CPUs without VNNI add u8×s8 products
+    in pairs into a saturating 16-bit sum, which full 8-bit weights can overflow (2 × 255 × 127 > 2¹⁵)
+    and 7-bit ones cannot (2 × 255 × 64 < 2¹⁵), so 7 bits give the same numbers — and the accuracy the
+    gate measured — on every x86 CPU; 8 bits are a little finer where VNNI is present.
 
     Beyond ``quantize_static``:
     - the input is raw pixels 0..255, quantised with scale 1 and zero point 0, i.e. exactly;

@@ -52,8 +52,8 @@ from .metrics import softmax
 from .models import count_parameters, create_model
 from .progress import Reporter
 from .splits import Splits, stratified_holdout
-from .train import (Interrupted, _write_json, as_tensors, build_optimizer, describe_hardware, evaluate_loss_acc,
-                    interrupts_as_exception, load_splits, pick_device, predict_logits, train_one_epoch)
+from .train import (Interrupted, _write_json, as_tensors, build_optimizer, check_stop, describe_hardware, evaluate_loss_acc,
+                    interrupts_as_exception, load_splits, new_run_dir, pick_device, predict_logits, train_one_epoch)
 
 ARMS = ("baseline", "self-training", "per-class", "fixmatch")  # the order they run in
 PSEUDO_LABEL_ARMS = ("self-training", "per-class")
@@ -104,12 +104,7 @@ def semi_config(config: TrainConfig) -> TrainConfig:
 
 
 def new_semi_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
-    base = Path(root) / f"semi-{config.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    path, i = base, 1
-    while path.exists():
-        i += 1
-        path = base.with_name(f"{base.name}-{i}")
-    return path
+    return new_run_dir(config, root, prefix="semi-")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -351,6 +346,7 @@ class ArmRun:
             self.reporter.emit("epoch", arm=self.arm, epochs=total, rounds=config.semi_rounds, best=is_best, eta_s=round(eta, 1), **record)
             if ended:
                 self.reporter.emit("round", **state.rounds[-1])
+            check_stop()  # a stop asked for during the evaluation or the selection: the epoch is saved
 
     def _state_fields(self) -> dict:
         s = self.state
@@ -435,6 +431,16 @@ def final_correct(arm_dir: Path, x: torch.Tensor, y: torch.Tensor, bf16: bool) -
     return (predict_logits(model, x, bf16=bf16).argmax(1) == y).cpu().numpy()
 
 
+def _record_session(run_dir: Path, started: float, interrupted: bool) -> list[dict]:
+    """Append this process's training time to ``sessions.json``: a resumed run's wall time is their sum."""
+    path = run_dir / "sessions.json"
+    sessions = json.loads(path.read_text()) if path.exists() else []
+    sessions.append({"ended": datetime.now().isoformat(timespec="seconds"), "seconds": round(time.perf_counter() - started, 1),
+                     "interrupted": interrupted})
+    _write_json(path, sessions)
+    return sessions
+
+
 def train_semi(config: TrainConfig, run_dir: str | Path | None = None, reporter: Reporter | None = None, resume: bool = False,
                export: bool = True, share_first_round: bool = True) -> SemiResult:
     """Train every arm of a semi-supervised run; with ``resume``, continue the run in ``run_dir``."""
@@ -486,6 +492,7 @@ def train_semi(config: TrainConfig, run_dir: str | Path | None = None, reporter:
         plot_curves({arm: c["history"]}, run_dir / arm / "curves.png", title=f"{config.model} {arm}: {run_dir.name}")
     if collected:
         semi_report.plot_comparison(collected, config, run_dir / "comparison.png")
+    sessions = _record_session(run_dir, started, interrupted)
     if interrupted:
         done = collected.get(current, {}).get("history", [])
         reporter.emit("interrupted", run_dir=str(run_dir), arm=current, epoch=done[-1]["epoch"] if done else 0)
@@ -502,6 +509,8 @@ def train_semi(config: TrainConfig, run_dir: str | Path | None = None, reporter:
                                     session_seconds=time.perf_counter() - started, hardware=describe_hardware(device))
     if (run_dir / SHARED_ROUND).exists():
         summary["shared_first_round"] = f"round 1 ({config.semi_epochs_per_round} epochs) was trained once and shared by the pseudo-label arms"
+    summary["sessions"] = sessions
+    summary["wall_seconds"] = round(sum(x["seconds"] for x in sessions), 1)
     table = semi_report.markdown_table(summary)
     _write_json(run_dir / "semi.json", summary)  # the results are safe before the export runs
     (run_dir / "comparison.md").write_text(semi_report.markdown_report(summary))

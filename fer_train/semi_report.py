@@ -35,7 +35,7 @@ def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray) -> dict:
     half = 1.96 * float(d.std(ddof=1)) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
     return {"delta": round(diff, 5), "ci95": [round(diff - half, 5), round(diff + half, 5)], "only_this_right": only_a,
-            "only_baseline_right": only_b, "mcnemar_p": round(mcnemar_p(only_a, only_b), 5)}
+            "only_baseline_right": only_b, "mcnemar_p": float(f"{mcnemar_p(only_a, only_b):.4g}")}
 
 
 def _arm_wall(history: list[dict], rounds: list[dict]) -> float:
@@ -100,7 +100,8 @@ def _delta(d: dict | None) -> str:
     if not d:
         return "–"
     lo, hi = d["ci95"]
-    return f"{100 * d['delta']:+.2f} pp [{100 * lo:+.2f}, {100 * hi:+.2f}], p = {d['mcnemar_p']:.3g}"
+    p = "p < 0.001" if d["mcnemar_p"] < 0.001 else f"p = {d['mcnemar_p']:.3f}"
+    return f"{100 * d['delta']:+.2f} pp [{100 * lo:+.2f}, {100 * hi:+.2f}], {p}"
 
 
 def _minutes(seconds: float) -> str:
@@ -145,7 +146,10 @@ def markdown_report(summary: dict) -> str:
             parts += [f"## {a['title']}: admitted per class (pseudo-label precision)", "",
                       "After each round, the images admitted for the next one; the precision is graded afterwards with the hidden "
                       "labels and never used in training.", "", rounds_table(a["rounds"]), ""]
-    parts.append(f"Compute {_minutes(summary['compute_seconds'])}, wall time {_minutes(summary['session_seconds'])}, on {summary['hardware']}.")
+    shared = "Round 1 has no pseudo-labels yet: it was trained once and shared, and every arm's wall column counts it. "
+    parts.append(f"{shared if summary.get('shared_first_round') else ''}Compute {_minutes(summary['compute_seconds'])}, "
+                 f"wall time {_minutes(summary.get('wall_seconds', summary['session_seconds']))} "
+                 f"in {len(summary.get('sessions', [])) or 1} session(s), on {summary['hardware']}.")
     return "\n".join(parts) + "\n"
 
 

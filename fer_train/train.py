@@ -213,9 +213,10 @@ def evaluate_loss_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: 
 # a whole run
 
 
-def new_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
+def new_run_dir(config: TrainConfig, root: str | Path = "runs", prefix: str = "") -> Path:
+    """``<root>/<prefix><model>-<time>``, with a counter if that folder exists."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(root) / f"{config.model}-{stamp}"
+    base = Path(root) / f"{prefix}{config.model}-{stamp}"
     path, i = base, 1
     while path.exists():
         i += 1

@@ -46,3 +46,30 @@ def demo_csv(tmp_path_factory) -> Path:
 @pytest.fixture
 def faces() -> tuple[np.ndarray, np.ndarray]:
     return make_faces(70, seed=5)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one thread for the test (the machine is small and shared); restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def random_slope_cnn():
+    """An untrained study CNN in eval mode whose PReLU slopes are random (not Keras' zeros), so every
+    branch of the backward pass is exercised. Seeded: the same weights every time."""
+    import torch
+
+    from fer_train.models import ElementPReLU, create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn").eval()
+    for m in model.modules():
+        if isinstance(m, ElementPReLU):
+            m.weight.data.uniform_(-0.3, 0.3)
+    return model

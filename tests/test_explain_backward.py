@@ -18,11 +18,8 @@ from fer_train.synthetic import make_faces
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    pass
 
 
 def _random_slopes(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -14,21 +14,18 @@ import torch
 from fer_train import explain_runtime as rt
 from fer_train.explain.filters import torch_filter_gradient_fn, torch_layer_outputs, visualise_filters
 from fer_train.explain.gradient_onnx import copy_companions, export_filter_graph, export_gradient_graph, export_layer_outputs, write_companions
-from fer_train.models import ElementPReLU, create_model
+from fer_train.models import create_model
 from fer_train.synthetic import make_faces
 
 
 @pytest.fixture(scope="module")
-def cnn():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = create_model("cnn").eval()
-    for m in model.modules():
-        if isinstance(m, ElementPReLU):
-            m.weight.data.uniform_(-0.3, 0.3)
-    yield model
-    torch.set_num_threads(threads)
+def cnn(random_slope_cnn):
+    return random_slope_cnn
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    pass
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,8 @@ BOX = (slice(8, 20), slice(27, 41))  # the only pixels the model sees: around th
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    pass
 
 
 @pytest.fixture(scope="module")

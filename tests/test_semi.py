@@ -6,6 +6,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -190,7 +194,44 @@ def test_an_interrupted_run_resumes_to_the_same_weights(demo_csv, tmp_path, monk
         _assert_same_weights(_weights(straight.run_dir / arm), _weights(tmp_path / "resumed" / arm))
     rounds = [json.loads((d / "rounds.json").read_text()) for d in (straight.run_dir, tmp_path / "resumed")]
     assert _without_timings(rounds[0]["self-training"]) == _without_timings(rounds[1]["self-training"])
-    assert (tmp_path / "resumed" / "semi.json").exists()
+    summary = json.loads((tmp_path / "resumed" / "semi.json").read_text())
+    assert [s["interrupted"] for s in summary["sessions"]] == [True, False]
+    assert summary["wall_seconds"] == pytest.approx(sum(s["seconds"] for s in summary["sessions"]), abs=0.2)
+
+
+def test_sigterm_stops_a_semi_run_that_resume_then_finishes(demo_csv, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fer_train.cli", "--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "30", "--epochs-per-round", "1",
+           "--arms", "self-training,fixmatch", "--threads", "1", "--run-dir", str(run), "--progress", "json", "--no-export"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "round":
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = proc.stdout.read()
+    assert proc.wait(timeout=60) == 130
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["event"] == "interrupted" and last["arm"] == "self-training"
+    assert load_checkpoint(run / "self-training", "last")["epoch"] == last["epoch"] >= 1
+    assert cli_main(["--resume", str(run), "--progress", "plain", "--no-export"]) == 0
+    assert json.loads((run / "semi.json").read_text())["arms"]["fixmatch"]["epochs"] == 30
+
+
+def test_a_stop_signal_ends_a_fixmatch_epoch_between_batches(demo_csv, monkeypatch):
+    import fer_train.train as train_module
+    from fer_train.fixmatch import fixmatch_epoch
+    from fer_train.models import create_model
+    from fer_train.train import Interrupted
+
+    config = semi_config(_config(demo_csv))
+    data, _ = prepare(load_splits(config), config, CPU)
+    model = create_model("dnn")
+    optimizer = torch.optim.Adam(model.parameters())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    monkeypatch.setattr(train_module, "_stop_signal", "SIGTERM")  # what the handler of interrupts_as_exception sets
+    with pytest.raises(Interrupted):
+        fixmatch_epoch(model, optimizer, None, data.labeled_x, data.labeled_y, data.unlabeled_x, config, epoch=1)
+    _assert_same_weights(before, model.state_dict())  # stopped before the first batch
 
 
 # ----------------------------------------------------------------------------------------------------

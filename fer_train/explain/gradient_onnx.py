@@ -17,7 +17,6 @@ A wrong graph fails on every image, far beyond that.
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -63,21 +62,14 @@ class GraphCheck:
 
 
 def _export(module: nn.Module, inputs: tuple, path: Path, input_names: list[str], output_names: list[str], metadata: dict) -> None:
-    import onnx
+    from ..export import write_metadata  # here: export.py imports this module when it runs
 
     dynamic = {name: {0: "N"} for name in input_names + output_names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
         torch.onnx.export(module.eval(), inputs, str(path), input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    proto.doc_string = f"fer explanation graph ({metadata[META_KIND]}) of {metadata[META_OF]}; contract: fer_train.explain_runtime"
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
+    write_metadata(path, metadata, doc=f"fer explanation graph ({metadata[META_KIND]}) of {metadata[META_OF]}; contract: fer_train.explain_runtime")
 
 
 def _check(tmp: Path, target: Path, pairs: list[tuple[str, np.ndarray, np.ndarray]], images: int, t0: float,

@@ -23,21 +23,16 @@ SIZE = (160, 70)
 
 
 @pytest.fixture(scope="module")
-def cnn_path(tmp_path_factory):
+def cnn_path(tmp_path_factory, random_slope_cnn):
     """An untrained CNN (random PReLU slopes) exported with its gradient, layer-output and conv1 filter graphs."""
     import torch
 
     from fer_train.explain.gradient_onnx import export_filter_graph, export_gradient_graph, export_layer_outputs
     from fer_train.export import export_onnx
-    from fer_train.models import ElementPReLU, create_model
 
+    model = random_slope_cnn
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = create_model("cnn").eval()
-    for m in model.modules():
-        if isinstance(m, ElementPReLU):
-            m.weight.data.uniform_(-0.3, 0.3)
     faces, _ = make_faces(8, seed=2)
     path = tmp_path_factory.mktemp("filters") / "cnn.onnx"
     export_onnx(model, path, metadata={"class_names": ["a", "b", "c", "d", "e", "f", "g"], "architecture": "cnn"}, check_images=faces)
