@@ -65,9 +65,17 @@ LogitsFn = Callable[[np.ndarray], np.ndarray]  # images (n, 48, 48) → logits (
 
 # -- file names -------------------------------------------------------------------------------------
 
+# fer_train.optimize writes faster variants <stem>.fast.onnx and <stem>.int8.onnx; they are explained with
+# their base model's graphs (exact for the fast graph, the fp32 model's gradient for int8).
+VARIANT_NAMES = ("fast", "int8")
+
+
 def _stem(model_path: str | Path) -> Path:
+    """``exported/cnn.onnx`` (or ``cnn.fast.onnx``) → ``exported/cnn``."""
     path = Path(model_path)
-    return path.with_name(path.name[:-5]) if path.name.endswith(".onnx") else path
+    stem = path.with_name(path.name[:-5]) if path.name.endswith(".onnx") else path
+    base, _, last = stem.name.rpartition(".")
+    return stem.with_name(base) if base and last in VARIANT_NAMES else stem
 
 
 def gradient_path(model_path: str | Path) -> Path:

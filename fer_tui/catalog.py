@@ -12,21 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from fer_train import explain_runtime
 from fer_train.runtime import ModelError, OnnxClassifier, load_classifier
 
 MODEL_SUFFIX = ".onnx"
-GRADIENT_SUFFIX = ".grad.onnx"
-# Sidecars of a model, never models themselves: <model>.grad.onnx, <model>.filters*.onnx, <model>.layers.onnx,
-# and the exporter's <model>.tmp.onnx while it writes.
-_COMPANION_ENDINGS = (GRADIENT_SUFFIX, ".layers.onnx", ".tmp.onnx")
 
 
 def is_companion(path: Path) -> bool:
-    name = path.name.lower()
-    if name.endswith(_COMPANION_ENDINGS):
-        return True
-    parts = name[: -len(MODEL_SUFFIX)].split(".")
-    return any(part.startswith("filters") for part in parts[1:])
+    """Sidecars of a model, never models themselves: its explanation graphs (``<model>.grad.onnx``,
+    ``.layers.onnx``, ``.filters.<layer>.onnx``) and the exporter's ``<model>.tmp.onnx`` while it writes."""
+    return explain_runtime.is_companion(path) or path.name.lower().endswith(".tmp.onnx")
 
 
 def find_models(paths: Iterable[str | Path]) -> list[Path]:
@@ -50,8 +45,9 @@ def find_models(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def gradient_companion(model_path: Path) -> Path:
-    """Where the saliency gradient graph of a model lives: ``<model>.grad.onnx`` beside it."""
-    return model_path.with_name(model_path.name[: -len(MODEL_SUFFIX)] + GRADIENT_SUFFIX)
+    """Where the saliency gradient graph of a model lives: ``<model>.grad.onnx`` beside it (a ``.fast`` or
+    ``.int8`` variant uses its base model's)."""
+    return explain_runtime.gradient_path(model_path)
 
 
 @dataclass

@@ -30,7 +30,10 @@ def test_find_models_lists_models_once_in_order_and_skips_companions(tmp_path):
     extra.write_bytes(b"x")
     found = [p.name for p in find_models([extra, tmp_path, tmp_path / "a.onnx", tmp_path / "no-folder", tmp_path / "gone.onnx"])]
     assert found == ["z.onnx", "a.int8.onnx", "a.onnx", "b.onnx", "gone.onnx"]
-    assert gradient_companion(tmp_path / "a.int8.onnx").name == "a.int8.grad.onnx"
+    # optimize's variants explain with their base model's graphs
+    assert gradient_companion(tmp_path / "a.int8.onnx").name == "a.grad.onnx"
+    assert gradient_companion(tmp_path / "a.fast.onnx").name == "a.grad.onnx"
+    assert gradient_companion(tmp_path / "a.onnx").name == "a.grad.onnx"
 
 
 def test_bad_model_files_load_as_entries_with_a_reason(tmp_path):
