@@ -129,6 +129,16 @@ def _as_model(model):
     return onnx.load(str(model)) if isinstance(model, (str, Path)) else model
 
 
+def _wiring(nodes: list) -> tuple[dict, dict[str, list]]:
+    """For a graph's nodes: which node produces each tensor, and which nodes read it (in order)."""
+    producer = {out: node for node in nodes for out in node.output}
+    readers: dict[str, list] = {}
+    for node in nodes:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return producer, readers
+
+
 def _copy(model):
     import onnx
 
@@ -167,11 +177,7 @@ def _find_prelus(model, nodes: list) -> list[_PReLUMatch]:
     """``Add(Clip(x, min=0), Mul(w, Clip(x, max=0)))`` groups (either operand order), how torch exports
     ``clamp(x, min=0) + w * clamp(x, max=0)``; ``nodes`` is ``list(model.graph.node)``."""
     values = _constant_values(model)
-    producer = {out: node for node in nodes for out in node.output}
-    readers: dict[str, int] = {}
-    for node in nodes:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    producer, readers = _wiring(nodes)
     outputs = {o.name for o in model.graph.output}
 
     def clip_bound(node, which: int) -> bool:  # which: 1 = min, 2 = max; the other bound absent
@@ -194,7 +200,7 @@ def _find_prelus(model, nodes: list) -> list[_PReLUMatch]:
                 continue
             slope, neg = found[0]
             inner = (pos.output[0], mul.output[0], neg.output[0])
-            if any(name in outputs or readers.get(name, 0) != 1 for name in inner):
+            if any(name in outputs or len(readers.get(name, [])) != 1 for name in inner):
                 continue
             matches.append(_PReLUMatch(pos.input[0], slope, add.output[0], [pos, neg, mul, add]))
             break
@@ -261,10 +267,7 @@ def fold_input_scale(model):
     model = _copy(_as_model(model))
     values = _constant_values(model)
     nodes = list(model.graph.node)
-    readers: dict[str, list] = {}
-    for node in nodes:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    _, readers = _wiring(nodes)
     a, b = 1.0, 0.0
     chain, tensor = [], ONNX_INPUT
     while True:
@@ -550,16 +553,12 @@ def _float_outputs(model):
     precision and spares a pass."""
     model = _copy(model)
     nodes = list(model.graph.node)
-    producer = {out: node for node in nodes for out in node.output}
-    readers: dict[str, int] = {}
-    for node in nodes:
-        for name in node.input:
-            readers[name] = readers.get(name, 0) + 1
+    producer, readers = _wiring(nodes)
     drop = set()
     for output in model.graph.output:
         dq = producer.get(output.name)
         q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
-        if q is None or q.op_type != "QuantizeLinear" or readers.get(q.output[0]) != 1 or readers.get(q.input[0]) != 1:
+        if q is None or q.op_type != "QuantizeLinear" or len(readers.get(q.output[0], [])) != 1 or len(readers.get(q.input[0], [])) != 1:
             continue
         last = producer.get(q.input[0])
         if last is None:
@@ -584,11 +583,7 @@ def _on_quantized_values(model):
     model = _copy(model)
     values = _constant_values(model)
     nodes = list(model.graph.node)
-    producer = {out: node for node in nodes for out in node.output}
-    readers: dict[str, list] = {}
-    for node in nodes:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    producer, readers = _wiring(nodes)
 
     def params(node):
         scale = values.get(node.input[1])

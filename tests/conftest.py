@@ -73,3 +73,4 @@ def random_slope_cnn():
         if isinstance(m, ElementPReLU):
             m.weight.data.uniform_(-0.3, 0.3)
     return model
+

@@ -6,10 +6,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -26,6 +22,8 @@ from fer_train.runtime import load_classifier
 from fer_train.semi import (ArmRun, PseudoLabelAudit, SemiData, class_balanced_thresholds, prepare, select_confident, semi_config,
                             split_labeled, train_semi)
 from fer_train.train import load_splits
+
+from cli_support import sigterm_after_event
 
 CPU = torch.device("cpu")
 
@@ -201,16 +199,9 @@ def test_an_interrupted_run_resumes_to_the_same_weights(demo_csv, tmp_path, monk
 
 def test_sigterm_stops_a_semi_run_that_resume_then_finishes(demo_csv, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "fer_train.cli", "--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "30", "--epochs-per-round", "1",
-           "--arms", "self-training,fixmatch", "--threads", "1", "--run-dir", str(run), "--progress", "json", "--no-export"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in proc.stdout:
-        if json.loads(line)["event"] == "round":
-            break
-    proc.send_signal(signal.SIGTERM)
-    out = proc.stdout.read()
-    assert proc.wait(timeout=60) == 130
-    last = json.loads(out.strip().splitlines()[-1])
+    code, last = sigterm_after_event(["--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "30", "--epochs-per-round", "1",
+                                      "--arms", "self-training,fixmatch", "--threads", "1", "--run-dir", str(run), "--no-export"], "round")
+    assert code == 130
     assert last["event"] == "interrupted" and last["arm"] == "self-training"
     assert load_checkpoint(run / "self-training", "last")["epoch"] == last["epoch"] >= 1
     assert cli_main(["--resume", str(run), "--progress", "plain", "--no-export"]) == 0

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,6 +17,8 @@ from fer_train.models import create_model
 from fer_train.progress import Reporter
 from fer_train.runtime import ModelError, load_classifier
 from fer_train.train import train
+
+from cli_support import sigterm_after_event
 
 
 def _config(demo_csv, **kw):
@@ -87,16 +84,9 @@ def test_resume_reaches_the_same_weights(demo_csv, tmp_path):
 
 def test_sigterm_keeps_completed_epochs_and_resume_finishes(demo_csv, tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "fer_train.cli", "--data", str(demo_csv), "--epochs", "40", "--limit-train", "96",
-           "--limit-val", "48", "--threads", "1", "--run-dir", str(run), "--progress", "json", "--no-export"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in proc.stdout:
-        if json.loads(line)["event"] == "epoch":
-            break
-    proc.send_signal(signal.SIGTERM)
-    out = proc.stdout.read()
-    assert proc.wait(timeout=60) == 130
-    last = json.loads(out.strip().splitlines()[-1])
+    code, last = sigterm_after_event(["--data", str(demo_csv), "--epochs", "40", "--limit-train", "96", "--limit-val", "48",
+                                      "--threads", "1", "--run-dir", str(run), "--no-export"], "epoch")
+    assert code == 130
     assert last["event"] == "interrupted"
     done = load_checkpoint(run, "last")["epoch"]
     assert done == last["epoch"] >= 1
