@@ -303,7 +303,6 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
                 _write_json(run_dir / "history.json", history)
                 remaining = (config.epochs - epoch) * seconds
                 reporter.emit("epoch", epochs=config.epochs, best=is_best, eta_s=round(remaining, 1), **record)
-                check_stop()
     except (Interrupted, KeyboardInterrupt):
         interrupted = True
     finally:
