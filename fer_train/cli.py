@@ -7,6 +7,7 @@
     fer-train export runs/cnn-... --name cnn          exported/cnn.onnx, checked against torch
     fer-train data [PATH]                             what a data source holds
     fer-train explain runs/cnn-... --out DIR          saliency, filter and layer-output pictures, with an index
+    fer-train report                                  REPORT.md's figures and numbers from exported/ and the real data
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from rich.console import Console
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig
 from .io import DataError
 
-SUBCOMMANDS = ("evaluate", "export", "data", "explain", "optimize")
+SUBCOMMANDS = ("evaluate", "export", "data", "explain", "optimize", "report")
 
 SEMI_ONLY_FLAGS = ("--threshold", "--labeled-fraction", "--rounds", "--epochs-per-round", "--arms", "--class-thresholds",
                    "--fixmatch-threshold", "--fixmatch-mu", "--fixmatch-weight")
@@ -49,6 +50,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with AVX512-BF16/AMX, or CUDA)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory layout for convolutions (faster on most CPUs)")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training images (quick tries)")
@@ -293,11 +295,34 @@ def optimize_main(argv: list[str]) -> int:
     return 0 if all(r.written for r in results) else 1
 
 
+def report_main(argv: list[str]) -> int:
+    from .study_report import DEFAULT_LAYERS, DEFAULT_STEPS, REPORT_MODELS, build_report
+
+    p = argparse.ArgumentParser(prog="fer-train report", description="The study's figures and numbers from the shipped models and the "
+                                "real data: curves, confusion matrices, saliency, filters and layer outputs, numbers.md and summary.json.")
+    p.add_argument("--models-dir", default="exported", help="where the .onnx files are (default: %(default)s)")
+    p.add_argument("--models", nargs="+", default=list(REPORT_MODELS), help="model names, in order (default: %(default)s)")
+    p.add_argument("--out", default="report", help="output folder (default: %(default)s)")
+    p.add_argument("--data", default=None, help="data source (default: $FER_DATA or ../shared/data/fer2013)")
+    p.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="conv layers for filters and outputs (default: %(default)s)")
+    p.add_argument("--steps", nargs="+", type=int, default=list(DEFAULT_STEPS), help="ascent steps to show (default: %(default)s)")
+    p.add_argument("--max-filters", type=int, default=None, help="only the first N filters of each layer (default: all)")
+    args = p.parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        build_report(args.models_dir, args.out, data=args.data, names=args.models, layers=args.layers, steps=args.steps,
+                     max_filters=args.max_filters, console=console)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
         return {"evaluate": evaluate_main, "export": export_main, "data": data_main, "explain": explain_main,
-                "optimize": optimize_main}[argv[0]](argv[1:])
+                "optimize": optimize_main, "report": report_main}[argv[0]](argv[1:])
     return train_main(argv)
 
 

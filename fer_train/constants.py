@@ -10,7 +10,7 @@ NUM_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
 # The names of fer_train.models' registry, for code that must not import torch (the TUI's Train form).
 # tests/test_models.py checks that they match the registry.
-MODEL_NAMES: tuple[str, ...] = ("cnn", "dnn")
+MODEL_NAMES: tuple[str, ...] = ("cnn", "dnn", "fernet")
 
 # Where the shared copy of the real data lives, relative to a checkout; FER_DATA overrides it.
 DATA_ENV_VAR = "FER_DATA"

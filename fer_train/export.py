@@ -20,7 +20,7 @@ from . import __version__
 from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
 from .metrics import classification_report
-from .models import count_parameters
+from .models import count_parameters, deployable
 from .runtime import (META_ARCHITECTURE, META_CLASS_NAMES, META_CONFIG, META_EXTRA, META_INPUT, META_METRICS,
                       META_PARAMETERS, META_VERSION, load_classifier)
 
@@ -90,6 +90,21 @@ def build_metadata(model: nn.Module, checkpoint: dict, metrics: dict, extra: dic
     }
 
 
+def training_summary(checkpoint: dict, history: list[dict] | None = None) -> dict:
+    """How the run was trained: epochs, wall time, hardware and the curves (``history``, else the checkpoint's own)."""
+    import platform
+
+    history = history if history is not None else checkpoint.get("history") or []
+    config = checkpoint.get("config") or {}
+    keep = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+    return {"training": {
+        "epochs": history[-1]["epoch"] if history else checkpoint.get("epoch"),
+        "wall_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
+        "hardware": f"CPU {platform.machine()}, {config.get('threads') or 'all'} threads" if config.get("device", "auto") != "cuda" else "CUDA",
+        "history": [{k: (round(h[k], 5) if isinstance(h.get(k), float) else h.get(k)) for k in keep if k in h} for h in history],
+    }}
+
+
 def measure(onnx_path: Path, splits, names=("val", "test")) -> dict:
     """Accuracy and per-class recall of the exported file itself, on the splits that exist."""
     classifier = load_classifier(onnx_path)
@@ -115,12 +130,18 @@ def export_run(run: str | Path, *, splits=None, reporter=None, export_name: str 
 
     ckpt_path = resolve_checkpoint(run, prefer)
     checkpoint = load_checkpoint(ckpt_path)
-    model = model_from_checkpoint(checkpoint)
+    trained = model_from_checkpoint(checkpoint)
+    model = deployable(trained)  # BatchNorm folded: a plain chain for ONNX and the explanation graphs
     if splits is None:
         splits = load_splits(TrainConfig.from_dict(checkpoint["config"]))
     run_dir = ckpt_path.parent
     out = run_dir / "model.onnx"
-    metadata = build_metadata(model, checkpoint, {}, extra_metadata)
+    last = run_dir / "last.pt"  # the whole run's history, when the best epoch was not the last one
+    history = load_checkpoint(last)["history"] if ckpt_path.name == "best.pt" and last.exists() else None
+    extra = training_summary(checkpoint, history)
+    for key, value in (extra_metadata or {}).items():
+        extra[key] = {**extra[key], **value} if isinstance(value, dict) and isinstance(extra.get(key), dict) else value
+    metadata = build_metadata(trained, checkpoint, {}, extra)
     diff = export_onnx(model, out, metadata=metadata, check_images=splits.val.images[:256])
     metadata[META_METRICS] = measure(out, splits)
     write_metadata(out, metadata)

@@ -144,3 +144,74 @@ class StudyDNN(nn.Module):
 def conv_layers(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """The model's convolutions in forward order, with their qualified names."""
     return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def _conv_bn_relu(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+@register_model("fernet")
+class FerNet(nn.Module):
+    """Our best CPU model: a VGG-style chain with batch normalisation and a global-average-pooling head.
+
+    Eight 3×3 convolutions in four stages (48→24→12→6→3), widths ``widths``; batch normalisation makes the
+    deep chain train in tens of epochs (the study's CNN needs hundreds), and global pooling keeps the head
+    small, so most parameters sit in the convolutions. :meth:`fused` folds every BatchNorm into its
+    convolution: the exported graph is a plain chain of Conv/ReLU/pooling, which the explanation graphs
+    (``fer_train.explain.backward``) support.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES, widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3):
+        super().__init__()
+        self.scale = PixelScale(mean=0.5, std=0.25)
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i, width in enumerate(widths):
+            layers += _conv_bn_relu(c_in, width) + _conv_bn_relu(width, width)  # (N, width, 48/2^i, 48/2^i)
+            layers.append(nn.MaxPool2d(2))
+            c_in = width
+        side = IMAGE_SIZE // 2 ** len(widths)  # 3 for four stages
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(
+            nn.AvgPool2d(side),  # (N, C, 1, 1): global average pooling
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(c_in, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(self.scale(x)))
+
+    def fused(self) -> nn.Module:
+        """An eval-mode copy with each BatchNorm folded into the convolution before it (same outputs)."""
+        from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+        src = list(self.eval().features)
+        out: list[nn.Module] = []
+        i = 0
+        while i < len(src):
+            if isinstance(src[i], nn.Conv2d) and i + 1 < len(src) and isinstance(src[i + 1], nn.BatchNorm2d):
+                out.append(fuse_conv_bn_eval(src[i], src[i + 1]))
+                i += 2
+            else:
+                out.append(nn.ReLU() if isinstance(src[i], nn.ReLU) else src[i])  # not in place: the gradient graphs keep inputs
+                i += 1
+        fused = _Chain(self.scale, nn.Sequential(*out), self.classifier)
+        return fused.eval()
+
+
+class _Chain(nn.Module):
+    """scale → features → classifier, the shape of the exported models."""
+
+    def __init__(self, scale: nn.Module, features: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.scale, self.features, self.classifier = scale, features, classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(self.scale(x)))
+
+
+def deployable(model: nn.Module) -> nn.Module:
+    """The form of ``model`` that is exported: BatchNorm folded where the model has any."""
+    fused = getattr(model, "fused", None)
+    return fused() if callable(fused) else model.eval()

@@ -171,6 +171,8 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
         xb, yb = x[idx].float(), y[idx]
         if config.augment:
             xb = random_affine(xb, generator, config.rotation, config.shift, config.flip)
+        if config.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, use_bf16):
             logits = model(xb)
         loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
@@ -259,6 +261,8 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
 
     torch.manual_seed(config.seed)  # the initial weights
     model = create_model(config.model, **config.model_kwargs).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     optimizer, scheduler = build_optimizer(config, model, steps_per_epoch)
     history: list[dict] = []

@@ -12,7 +12,7 @@ from fer_train.explain.gradient_onnx import export_filter_graph, export_gradient
 from fer_train.explain.filters import torch_filter_gradient_fn
 from fer_train.explain_runtime import Explainer, gradient_path
 from fer_train.export import ExportError
-from fer_train.models import ElementPReLU, PixelScale, create_model
+from fer_train.models import ElementPReLU, PixelScale, create_model, deployable
 from fer_train.runtime import make_session
 from fer_train.synthetic import make_faces
 
@@ -51,6 +51,7 @@ MODELS = {
     "cnn-slopes": lambda: _random_slopes(create_model("cnn").eval()),
     "dnn-untrained": lambda: create_model("dnn").eval(),
     "dnn-trained": lambda: _trained("dnn"),
+    "fernet-fused": lambda: deployable(_trained("fernet")),  # BatchNorm folded into the convolutions
 }
 
 
@@ -81,7 +82,7 @@ def test_hand_written_backward_equals_autograd(name):
     assert np.abs(got[:, 0].numpy() - expected).max() <= 1e-5 * scale
 
 
-@pytest.mark.parametrize("name", ["cnn-trained", "dnn-untrained"])
+@pytest.mark.parametrize("name", ["cnn-trained", "dnn-untrained", "fernet-fused"])
 def test_gradient_graph_in_onnxruntime_equals_autograd(name, tmp_path):
     model = MODELS[name]()
     check = export_gradient_graph(model, tmp_path / "m.onnx", _faces(8))

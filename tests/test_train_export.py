@@ -64,6 +64,27 @@ def test_train_checkpoint_export_predict(demo_csv, tmp_path, capsys):
     assert kinds.count("epoch") == 2 and "batch" in kinds and "exported" in kinds
 
 
+def test_batchnorm_model_exports_folded_with_its_gradient_graph_and_history(demo_csv, tmp_path):
+    config = _config(demo_csv, model="fernet", epochs=2, optimizer="sgd", lr=0.05, schedule="onecycle", flip=True, channels_last=True,
+                     export_name="best", export_dir=str(tmp_path / "exported"))
+    result = train(config, tmp_path / "run", Reporter("plain"))
+    exported = tmp_path / "exported"
+    assert (exported / "best.grad.onnx").exists() and (exported / "best.layers.onnx").exists()
+    clf = load_classifier(exported / "best.onnx")
+    assert clf.architecture == "fernet" and clf.metadata["parameter_count"] == 1_174_439  # the trained model's count
+    training = clf.metadata["training"]["training"]
+    assert [h["epoch"] for h in training["history"]] == [1, 2] and training["epochs"] == 2
+    assert training["wall_seconds"] > 0 and "threads" in training["hardware"]
+
+    from fer_train.io import load_source
+
+    images = load_source(demo_csv).splits["PublicTest"].images[:9]
+    trained = model_from_checkpoint(load_checkpoint(result.run_dir))  # BatchNorm unfolded, eval mode
+    with torch.no_grad():
+        expected = trained(torch.from_numpy(images).float().unsqueeze(1)).numpy()
+    np.testing.assert_allclose(clf.predict_logits(images), expected, atol=1e-3)
+
+
 def test_learns_generated_faces(demo_csv, tmp_path):
     """A real signal, not just a run: the CNN separates drawn expressions well above chance."""
     config = _config(demo_csv, epochs=8, limit_train=None, limit_val=None, optimizer="adam", lr=3e-4, augment=False, batch_size=32)

@@ -118,6 +118,7 @@ def explain_model(model_path: str | Path, out_dir: str | Path, *, data: str | No
     onnxruntime (``threads`` threads).
     """
     from ..checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from ..models import deployable
     from ..config import TrainConfig
     from ..train import load_splits
 
@@ -126,7 +127,7 @@ def explain_model(model_path: str | Path, out_dir: str | Path, *, data: str | No
     report.out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = resolve_checkpoint(model_path)
     checkpoint = load_checkpoint(ckpt_path)
-    model = model_from_checkpoint(checkpoint)
+    model = deployable(model_from_checkpoint(checkpoint))
     config = TrainConfig.from_dict(checkpoint["config"])
     if data:
         config.data = data

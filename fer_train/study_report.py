@@ -1,0 +1,207 @@
+"""``fer-train report``: the study's figures and numbers, made again from the shipped models and the real data.
+
+Everything comes from the ``.onnx`` files in ``exported/`` (their metadata holds the training curves) and
+their explanation graphs, run in onnxruntime; nothing is retrained. Pictures that contain no FER2013 face
+go to ``<out>/figures`` (committed beside ``REPORT.md``); pictures made of faces (saliency, masked faces,
+layer outputs) go to ``<out>/faces``, which is never committed (FER2013's images are not ours to ship).
+
+    figures/curves.png                     loss and accuracy per epoch of every model that carries its history
+    figures/curves-cnn-dnn.png             the study's comparison: CNN against DNN of the same size
+    figures/confusion-<model>.png          validation confusion matrix, row-normalised
+    figures/filters-<model>-<layer>-<n>.png  gradient ascent from white noise after n steps, every filter
+    faces/saliency-<model>.png             one validation face per class: face, saliency, masked face
+    faces/outputs-<model>-<layer>-<class>.png  a layer's outputs for a happy and a surprised face
+    numbers.md, summary.json               every number the report quotes
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from . import explain_runtime as rt
+from .constants import CLASS_NAMES
+from .metrics import classification_report, confusion_matrix, most_confused
+
+REPORT_MODELS = ("cnn", "dnn", "cnn-semi", "fer-best")  # the issue's four, in the report's order
+DEFAULT_LAYERS = ("conv2", "conv4")
+DEFAULT_STEPS = (40, 80)
+OUTPUT_FACES = ("Happy", "Surprise")
+
+
+@dataclass
+class ModelNumbers:
+    name: str
+    architecture: str
+    parameters: int
+    accuracy: dict[str, float] = field(default_factory=dict)  # split → accuracy
+    recall: dict[str, list[float]] = field(default_factory=dict)  # split → per-class recall
+    confused: list = field(default_factory=list)  # validation: (true, predicted, share, count)
+    training: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+
+def _history(metadata: dict) -> list[dict]:
+    return ((metadata.get("training") or {}).get("training") or {}).get("history") or []
+
+
+def evaluate_model(path: Path, splits: dict, figures: Path) -> tuple[ModelNumbers, dict[str, np.ndarray]]:
+    """Accuracy and recall on every split, the validation confusion matrix as a picture; also the logits."""
+    from .plots import plot_confusion
+    from .runtime import load_classifier
+
+    clf = load_classifier(path)
+    meta = clf.metadata
+    numbers = ModelNumbers(path.stem, clf.architecture, int(meta.get("parameter_count", 0)),
+                           training={k: v for k, v in ((meta.get("training") or {}).get("training") or {}).items() if k != "history"},
+                           config=meta.get("train_config") or {})
+    logits = {}
+    for split_name, (images, labels) in splits.items():
+        logits[split_name] = clf.predict_logits(images)
+        report = classification_report(labels, logits[split_name].argmax(1))
+        numbers.accuracy[split_name] = round(report.accuracy, 5)
+        numbers.recall[split_name] = [round(float(r), 4) for r in report.recall]
+        if split_name == "val":
+            cm = confusion_matrix(labels, logits[split_name].argmax(1), len(CLASS_NAMES))
+            numbers.confused = [list(c) for c in most_confused(cm, top=5)]
+            plot_confusion(cm, CLASS_NAMES, figures / f"confusion-{path.stem}.png",
+                           title=f"{path.stem}: validation confusion (accuracy {report.accuracy:.3f})")
+    return numbers, logits
+
+
+def one_face_per_class(images: np.ndarray, labels: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """The index of each class's first correctly predicted validation face (its first face if none is right)."""
+    right = logits.argmax(1) == labels
+    chosen = []
+    for cls in range(len(CLASS_NAMES)):
+        of_class = np.flatnonzero(labels == cls)
+        if len(of_class):
+            good = of_class[right[of_class]]
+            chosen.append(int(good[0] if len(good) else of_class[0]))
+    return np.array(chosen, np.int64)
+
+
+def saliency_sheet(explainer: rt.Explainer, images: np.ndarray, labels: np.ndarray, path: Path, title: str) -> Path:
+    from .explain.saliency import SaliencyMaps
+    from .explain.sheets import class_sheet
+
+    result = explainer.saliency(images)  # the predicted class's gradient
+    maps = SaliencyMaps(images=images, class_index=result.class_index, logits=result.logits, maps={"gradient": result.map})
+    return class_sheet(maps, CLASS_NAMES, path, labels=labels, title=title)
+
+
+def filter_sheets(explainer: rt.Explainer, name: str, layers, steps, figures: Path, max_filters: int | None, console: Console) -> dict:
+    """Gradient ascent from white noise for every filter of each layer; one grid per snapshot step."""
+    from .explain.sheets import filter_grid
+
+    out = {}
+    for layer in layers:
+        if not explainer.has_filters(layer):
+            console.print(f"  {name}: no filter graph for {layer}; skipped")
+            continue
+        info = explainer.layer(layer)
+        filters = np.arange(min(max_filters or info["channels"], info["channels"]))
+        t0 = time.perf_counter()
+        results = explainer.visualise_filters(layer, rt.AscentConfig(steps=max(steps)), filters=filters, snapshots=tuple(steps))
+        for result in results:
+            path = figures / f"filters-{name}-{layer}-{result.steps}.png"
+            filter_grid(result, path, f"{name} {layer}: {len(filters)} filters after {result.steps} ascent steps from white noise "
+                                      f"(mean activation {result.activation.mean():.3g})")
+            out[f"{layer}-{result.steps}"] = {"file": path.name, "mean_activation": round(float(result.activation.mean()), 5)}
+        console.print(f"  {name} {layer}: {len(filters)} filters × {max(steps)} steps in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f} %"
+
+
+def numbers_markdown(models: list[ModelNumbers]) -> str:
+    lines = ["| model | architecture | parameters | validation | PublicTest | epochs | wall time | hardware |", "|---|---|---:|---:|---:|---:|---:|---|"]
+    for m in models:
+        t = m.training
+        wall = f"{t['wall_seconds'] / 60:.0f} min" if t.get("wall_seconds") else "–"
+        lines.append(f"| `{m.name}` | {m.architecture} | {m.parameters:,} | {_pct(m.accuracy.get('val'))} | {_pct(m.accuracy.get('test'))} "
+                     f"| {t.get('epochs', '–')} | {wall} | {t.get('hardware', '–')} |")
+    for split, title in (("val", "validation"), ("test", "PublicTest")):
+        lines += ["", f"Recall per class, {title}:", "", "| model | " + " | ".join(CLASS_NAMES) + " |", "|---|" + "---:|" * len(CLASS_NAMES)]
+        for m in models:
+            if split in m.recall:
+                lines.append(f"| `{m.name}` | " + " | ".join(f"{r:.2f}" for r in m.recall[split]) + " |")
+    lines += ["", "Most confused on validation (true → predicted, share of the true class, count):", ""]
+    for m in models:
+        pairs = "; ".join(f"{t} → {p} {s:.0%} ({c})" for t, p, s, c in m.confused)
+        lines.append(f"- `{m.name}`: {pairs}")
+    return "\n".join(lines) + "\n"
+
+
+def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "report", *, data: str | None = None, names=REPORT_MODELS,
+                 layers=DEFAULT_LAYERS, steps=DEFAULT_STEPS, max_filters: int | None = None, console: Console | None = None) -> dict:
+    """Write every figure and ``numbers.md``/``summary.json``; return the summary."""
+    from .config import TrainConfig
+    from .plots import plot_curves
+    from .runtime import load_classifier
+    from .train import load_splits
+
+    console = console or Console(stderr=True)
+    models_dir, out_dir = Path(models_dir), Path(out_dir)
+    figures, faces = out_dir / "figures", out_dir / "faces"
+    figures.mkdir(parents=True, exist_ok=True)
+    faces.mkdir(parents=True, exist_ok=True)
+    paths = [models_dir / f"{n}.onnx" for n in names if (models_dir / f"{n}.onnx").is_file()]
+    if not paths:
+        raise FileNotFoundError(f"{models_dir}: none of {', '.join(f'{n}.onnx' for n in names)} is there")
+    started = time.perf_counter()
+    splits_obj = load_splits(TrainConfig(data=data))
+    splits = {name: (s.images, s.labels) for name in ("val", "test") if (s := splits_obj.get_or_none(name)) is not None and s.labelled}
+    val_images, val_labels = splits["val"]
+    console.print(f"report on {', '.join(p.stem for p in paths)}: {len(val_labels)} validation faces"
+                  + (f", {len(splits['test'][1])} PublicTest faces" if "test" in splits else ""))
+
+    models, histories, explained = [], {}, {}
+    for path in paths:
+        numbers, logits = evaluate_model(path, splits, figures)
+        models.append(numbers)
+        console.print(f"  {path.stem}: validation {_pct(numbers.accuracy.get('val'))}, PublicTest {_pct(numbers.accuracy.get('test'))}")
+        history = _history(load_classifier(path).metadata)
+        if history:
+            histories[path.stem] = history
+        explainer = rt.Explainer(path)
+        entry = {}
+        if explainer.has_gradient:
+            chosen = one_face_per_class(val_images, val_labels, logits["val"])
+            sheet = saliency_sheet(explainer, val_images[chosen], val_labels[chosen], faces / f"saliency-{path.stem}.png",
+                                   f"{path.stem}: saliency of the predicted class, and the face with its least salient half hidden")
+            entry["saliency"] = sheet.name
+            if explainer.has_layers:
+                for cls_name in OUTPUT_FACES:
+                    face = val_images[chosen[CLASS_NAMES.index(cls_name)]]
+                    outputs = explainer.layer_outputs(face)
+                    for layer in layers:
+                        if layer in outputs:
+                            from .explain.sheets import feature_maps
+
+                            file = feature_maps(outputs[layer], face, faces / f"outputs-{path.stem}-{layer}-{cls_name.lower()}.png",
+                                                f"{path.stem} {layer} outputs for a {cls_name.lower()} face")
+                            entry.setdefault("outputs", []).append(file.name)
+            entry["filters"] = filter_sheets(explainer, path.stem, layers, steps, figures, max_filters, console)
+        explained[path.stem] = entry
+    if histories:
+        plot_curves(histories, figures / "curves.png", title="training curves of the shipped models")
+    if {"cnn", "dnn"} <= set(histories):
+        plot_curves({k: histories[k] for k in ("cnn", "dnn")}, figures / "curves-cnn-dnn.png", title="the study's CNN against its DNN of the same size")
+
+    summary = {"models": [m.__dict__ for m in models], "pictures": explained, "curves": sorted(histories),
+               "data": {"val": len(val_labels), "test": len(splits["test"][1]) if "test" in splits else 0},
+               "settings": {"layers": list(layers), "steps": list(steps), "max_filters": max_filters},
+               "seconds": round(time.perf_counter() - started, 1)}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "numbers.md").write_text(numbers_markdown(models))
+    console.print(f"report written to {out_dir} in {summary['seconds']:.0f} s (numbers.md, summary.json, figures/, faces/)")
+    return summary
+

@@ -1,0 +1,68 @@
+"""``fer-train report`` on tiny models trained on drawn faces: every figure is written and the numbers are the models' own."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fer_train.cli import main as cli_main
+from fer_train.config import TrainConfig
+from fer_train.metrics import classification_report
+from fer_train.progress import Reporter
+from fer_train.runtime import load_classifier
+from fer_train.study_report import build_report, one_face_per_class
+from fer_train.train import load_splits, train
+
+
+@pytest.fixture(scope="module")
+def shipped(demo_csv, tmp_path_factory):
+    """exported/cnn.onnx and exported/fer-best.onnx (BatchNorm folded), each with its explanation graphs and history."""
+    root = tmp_path_factory.mktemp("report")
+    exported = root / "exported"
+    base = dict(data=str(demo_csv), epochs=1, batch_size=32, limit_train=64, limit_val=48, threads=1, export_dir=str(exported))
+    train(TrainConfig(model="cnn", export_name="cnn", **base), root / "cnn", Reporter("plain"))
+    train(TrainConfig(model="fernet", optimizer="sgd", lr=0.05, export_name="fer-best", **base), root / "fernet", Reporter("plain"))
+    return exported
+
+
+def test_report_writes_every_figure_and_the_models_own_numbers(shipped, demo_csv, tmp_path):
+    out = tmp_path / "report"
+    summary = build_report(shipped, out, data=str(demo_csv), layers=("conv2",), steps=(2, 4), max_filters=3)
+
+    figures, faces = out / "figures", out / "faces"
+    for name in ("cnn", "fer-best"):
+        assert (figures / f"confusion-{name}.png").stat().st_size > 0
+        assert (figures / f"filters-{name}-conv2-2.png").exists() and (figures / f"filters-{name}-conv2-4.png").exists()
+        assert (faces / f"saliency-{name}.png").exists()
+        assert (faces / f"outputs-{name}-conv2-happy.png").exists() and (faces / f"outputs-{name}-conv2-surprise.png").exists()
+    assert (figures / "curves.png").exists() and not (figures / "curves-cnn-dnn.png").exists()  # no dnn shipped here
+    assert sorted(summary["curves"]) == ["cnn", "fer-best"]
+
+    # the numbers are those of the files themselves, measured independently here
+    splits = load_splits(TrainConfig(data=str(demo_csv)))
+    by_name = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
+    assert list(by_name) == ["cnn", "fer-best"]  # the report's order, whatever the folder's
+    numbers = (out / "numbers.md").read_text()
+    for name in ("cnn", "fer-best"):
+        clf = load_classifier(shipped / f"{name}.onnx")
+        for split in ("val", "test"):
+            s = splits.get(split)
+            expected = classification_report(s.labels, clf.predict_logits(s.images).argmax(1)).accuracy
+            assert by_name[name]["accuracy"][split] == pytest.approx(expected, abs=1e-5)
+        assert by_name[name]["training"]["epochs"] == 1
+        assert f"| `{name}` |" in numbers and f"{100 * by_name[name]['accuracy']['test']:.1f} %" in numbers
+
+
+def test_one_face_per_class_prefers_a_correct_prediction():
+    labels = np.array([0, 0, 1, 1, 3])
+    logits = np.zeros((5, 7))
+    logits[[0, 1, 2, 3, 4], [2, 0, 5, 5, 3]] = 1  # class 0: second right; class 1: none right; class 3: right
+    assert one_face_per_class(np.zeros((5, 48, 48)), labels, logits).tolist() == [1, 2, 4]
+
+
+def test_report_without_models_names_the_folder(tmp_path, demo_csv, capsys):
+    assert cli_main(["report", "--models-dir", str(tmp_path), "--data", str(demo_csv), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "cnn.onnx" in err
