@@ -61,6 +61,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-export", action="store_true", help="do not export model.onnx at the end")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<model>-<time>)")
     p.add_argument("--runs-root", default="runs")
+    p.add_argument("--init-from", metavar="RUN", default=None,
+                   help="fine-tune: start from this run's best weights (same model), with a fresh optimizer and schedule")
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the run in this folder from its last completed epoch")
     p.add_argument("--progress", choices=("auto", "rich", "plain", "json"), default="auto",
                    help="json: one JSON object per line on stdout, for programs (the TUI)")

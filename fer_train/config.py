@@ -38,6 +38,7 @@ class TrainConfig:
     skip_bad: bool = False
     export_name: str | None = None  # also export the best model to exported/<name>.onnx
     export_dir: str = "exported"
+    init_from: str | None = None  # fine-tune: start from this run's (or checkpoint's) best weights, fresh optimizer and schedule
     # semi-supervised training (--semi, fer_train.semi); ordinary training ignores all of these
     semi: bool = False
     semi_threshold: float = 0.45  # admit an unlabeled image when its top softmax probability is > this (strictly)

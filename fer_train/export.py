@@ -96,13 +96,46 @@ def training_summary(checkpoint: dict, history: list[dict] | None = None) -> dic
 
     history = history if history is not None else checkpoint.get("history") or []
     config = checkpoint.get("config") or {}
-    keep = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
     return {"training": {
         "epochs": history[-1]["epoch"] if history else checkpoint.get("epoch"),
         "wall_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
         "hardware": f"CPU {platform.machine()}, {config.get('threads') or 'all'} threads" if config.get("device", "auto") != "cuda" else "CUDA",
-        "history": [{k: (round(h[k], 5) if isinstance(h.get(k), float) else h.get(k)) for k in keep if k in h} for h in history],
+        "history": _slim(history),
+        **_parent_summary(config.get("init_from")),
     }}
+
+
+def _slim(history: list[dict]) -> list[dict]:
+    keep = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+    return [{k: (round(h[k], 5) if isinstance(h.get(k), float) else h.get(k)) for k in keep if k in h} for h in history]
+
+
+def semi_summary(arm_dir: Path) -> dict:
+    """An arm of a semi-supervised run (``fer-train --semi``) carries the run's comparison in its metadata: the
+    settings, every arm's accuracies, rounds and curves, and the paired differences from the baseline."""
+    semi_json = arm_dir.parent / "semi.json"
+    if not semi_json.is_file():
+        return {}
+    summary = json.loads(semi_json.read_text())
+    if arm_dir.name not in summary.get("arms", {}):
+        return {}
+    histories = {arm: _slim(json.loads(path.read_text())) for arm in summary["arms"]
+                 if (path := arm_dir.parent / arm / "history.json").is_file()}
+    kept = ("settings", "data", "arms", "comparison", "compute_seconds", "wall_seconds", "hardware")
+    return {"semi": {"arm": arm_dir.name, **{k: summary[k] for k in kept if k in summary}, "histories": histories}}
+
+
+def _parent_summary(init_from: str | None) -> dict:
+    """A fine-tuned run (``--init-from``) also records the run it started from: its epochs and wall time."""
+    if not init_from:
+        return {}
+    try:
+        parent = load_checkpoint(init_from, prefer="last")
+    except (FileNotFoundError, ValueError):
+        return {"initialized_from": {"run": str(init_from)}}
+    history = parent.get("history") or []
+    return {"initialized_from": {"run": str(init_from), "epochs": history[-1]["epoch"] if history else parent.get("epoch"),
+                                 "wall_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)}}
 
 
 def measure(onnx_path: Path, splits, names=("val", "test")) -> dict:
@@ -138,7 +171,7 @@ def export_run(run: str | Path, *, splits=None, reporter=None, export_name: str 
     out = run_dir / "model.onnx"
     last = run_dir / "last.pt"  # the whole run's history, when the best epoch was not the last one
     history = load_checkpoint(last)["history"] if ckpt_path.name == "best.pt" and last.exists() else None
-    extra = training_summary(checkpoint, history)
+    extra = {**training_summary(checkpoint, history), **semi_summary(run_dir)}
     for key, value in (extra_metadata or {}).items():
         extra[key] = {**extra[key], **value} if isinstance(value, dict) and isinstance(extra.get(key), dict) else value
     metadata = build_metadata(trained, checkpoint, {}, extra)

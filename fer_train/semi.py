@@ -491,7 +491,7 @@ def train_semi(config: TrainConfig, run_dir: str | Path | None = None, reporter:
 
         plot_curves({arm: c["history"]}, run_dir / arm / "curves.png", title=f"{config.model} {arm}: {run_dir.name}")
     if collected:
-        semi_report.plot_comparison(collected, config, run_dir / "comparison.png")
+        semi_report.plot_comparison(collected, semi_report.settings(config), run_dir / "comparison.png")
     sessions = _record_session(run_dir, started, interrupted)
     if interrupted:
         done = collected.get(current, {}).get("history", [])

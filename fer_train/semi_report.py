@@ -42,6 +42,16 @@ def _arm_wall(history: list[dict], rounds: list[dict]) -> float:
     return round(sum(h["seconds"] for h in history) + sum(r.get("select_seconds", 0.0) for r in rounds), 1)
 
 
+def settings(config) -> dict:
+    """The settings of a semi-supervised run, as ``semi.json`` (and the exported model's metadata) records them."""
+    return {"model": config.model, "threshold": config.semi_threshold, "rule": "admit when p_max > threshold (strictly greater)",
+            "labeled_fraction": config.semi_labeled_fraction, "rounds": config.semi_rounds,
+            "epochs_per_round": config.semi_epochs_per_round, "epochs": config.epochs, "arms": list(config.semi_arms),
+            "class_thresholds": config.semi_class_thresholds, "fixmatch_threshold": config.fixmatch_threshold,
+            "fixmatch_mu": config.fixmatch_mu, "fixmatch_weight": config.fixmatch_weight, "seed": config.seed,
+            "batch_size": config.batch_size, "optimizer": config.optimizer, "lr": config.learning_rate, "bf16": config.bf16}
+
+
 def summarise(collected: dict[str, dict], correct: dict[str, dict], config, *, labeled_counts: dict, unlabeled_counts: dict,
               session_seconds: float, hardware: str) -> dict:
     """``semi.json``: settings, data, each arm's accuracies, rounds and wall time, and the comparison."""
@@ -74,12 +84,7 @@ def summarise(collected: dict[str, dict], correct: dict[str, dict], config, *, l
     compute = sum(sum(h["seconds"] for h in c["history"] if not h.get("shared")) + sum(r.get("select_seconds", 0.0) for r in c["rounds"])
                   for c in collected.values())
     return {
-        "settings": {"model": config.model, "threshold": config.semi_threshold, "rule": "admit when p_max > threshold (strictly greater)",
-                     "labeled_fraction": config.semi_labeled_fraction, "rounds": config.semi_rounds,
-                     "epochs_per_round": config.semi_epochs_per_round, "epochs": config.epochs, "arms": list(collected),
-                     "class_thresholds": config.semi_class_thresholds, "fixmatch_threshold": config.fixmatch_threshold,
-                     "fixmatch_mu": config.fixmatch_mu, "fixmatch_weight": config.fixmatch_weight, "seed": config.seed,
-                     "batch_size": config.batch_size, "optimizer": config.optimizer, "lr": config.learning_rate, "bf16": config.bf16},
+        "settings": {**settings(config), "arms": list(collected)},
         "data": {"labeled": int(sum(labeled_counts.values())), "unlabeled": int(sum(unlabeled_counts.values())),
                  "labeled_per_class": labeled_counts, "unlabeled_per_class_hidden": unlabeled_counts,
                  "val": int(len(next(iter(correct.values()))["val"])) if correct else 0},
@@ -153,13 +158,14 @@ def markdown_report(summary: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def plot_comparison(collected: dict[str, dict], config, path: str | Path) -> Path:
-    """Train and validation loss and accuracy per epoch of every arm, in one PNG."""
+def plot_comparison(collected: dict[str, dict], settings: dict, path: str | Path) -> Path:
+    """Train and validation loss and accuracy per epoch of every arm, in one PNG (``settings``: :func:`settings`)."""
     from .plots import plot_curves
 
-    labels = {arm: ARM_TITLES.get(arm, arm) + (f" (p > {config.semi_threshold})" if arm == "self-training" else "") for arm in collected}
+    labels = {arm: ARM_TITLES.get(arm, arm) + (f" (p > {settings['threshold']})" if arm == "self-training" else "") for arm in collected}
     return plot_curves({labels[a]: c["history"] for a, c in collected.items()}, path,
-                       title=f"{config.model}: {config.semi_labeled_fraction:g} of the labels, {config.semi_rounds} rounds × {config.semi_epochs_per_round} epochs")
+                       title=f"{settings['model']}: {settings['labeled_fraction']:g} of the labels, "
+                             f"{settings['rounds']} rounds × {settings['epochs_per_round']} epochs")
 
 
 def plot_rounds(collected: dict[str, dict], path: str | Path) -> Path | None:

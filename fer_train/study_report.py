@@ -9,6 +9,7 @@ layer outputs) go to ``<out>/faces``, which is never committed (FER2013's images
     figures/curves-cnn-dnn.png             the study's comparison: CNN against DNN of the same size
     figures/confusion-<model>.png          validation confusion matrix, row-normalised
     figures/filters-<model>-<layer>-<n>.png  gradient ascent from white noise after n steps, every filter
+    figures/semi-<model>.png, semi-rounds-<model>.png  a self-trained model's comparison with the labeled part alone
     faces/saliency-<model>.png             one validation face per class: face, saliency, masked face
     faces/outputs-<model>-<layer>-<class>.png  a layer's outputs for a happy and a surprised face
     numbers.md, summary.json               every number the report quotes
@@ -100,6 +101,8 @@ def filter_sheets(explainer: rt.Explainer, name: str, layers, steps, figures: Pa
     from .explain.sheets import filter_grid
 
     out = {}
+    if not explainer.layers:  # a model without convolutions (the DNN)
+        return out
     for layer in layers:
         if not explainer.has_filters(layer):
             console.print(f"  {name}: no filter graph for {layer}; skipped")
@@ -121,7 +124,27 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
-def numbers_markdown(models: list[ModelNumbers]) -> str:
+def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
+    """The self-training comparison a semi-supervised model carries in its metadata: the table and two figures."""
+    from . import semi_report
+
+    collected = {arm: {"history": semi["histories"].get(arm, []), "rounds": a.get("rounds") or []} for arm, a in semi["arms"].items()}
+    files = [semi_report.plot_comparison(collected, semi["settings"], figures / f"semi-{name}.png").name]
+    rounds = semi_report.plot_rounds(collected, figures / f"semi-rounds-{name}.png")
+    files += [rounds.name] if rounds else []
+    st, data = semi["settings"], semi["data"]
+    lines = [f"Self-training (`{name}`, {st['model']}): {data['labeled']:,} labeled and {data['unlabeled']:,} unlabeled training images; "
+             f"admit an unlabeled image when p_max > {st['threshold']}, reselected after every round; {st['rounds']} rounds × "
+             f"{st['epochs_per_round']} epochs for every arm. Every arm is judged by its final model; Δ is paired, on the same images.",
+             "", semi_report.markdown_table(semi)]
+    for arm, a in semi["arms"].items():
+        if a.get("rounds"):
+            lines += ["", f"{a['title']}: images admitted after each round per pseudo-label class (their precision, graded with the "
+                      "hidden labels, never used in training):", "", semi_report.rounds_table(a["rounds"])]
+    return "\n".join(lines) + "\n", files
+
+
+def numbers_markdown(models: list[ModelNumbers], semi_sections: list[str] = ()) -> str:
     lines = ["| model | architecture | parameters | validation | PublicTest | epochs | wall time | hardware |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for m in models:
         t = m.training
@@ -137,6 +160,8 @@ def numbers_markdown(models: list[ModelNumbers]) -> str:
     for m in models:
         pairs = "; ".join(f"{t} → {p} {s:.0%} ({c})" for t, p, s, c in m.confused)
         lines.append(f"- `{m.name}`: {pairs}")
+    for section in semi_sections:
+        lines += ["", section]
     return "\n".join(lines) + "\n"
 
 
@@ -163,16 +188,20 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
     console.print(f"report on {', '.join(p.stem for p in paths)}: {len(val_labels)} validation faces"
                   + (f", {len(splits['test'][1])} PublicTest faces" if "test" in splits else ""))
 
-    models, histories, explained = [], {}, {}
+    models, histories, explained, semi_sections = [], {}, {}, []
     for path in paths:
         numbers, logits = evaluate_model(path, splits, figures)
         models.append(numbers)
         console.print(f"  {path.stem}: validation {_pct(numbers.accuracy.get('val'))}, PublicTest {_pct(numbers.accuracy.get('test'))}")
-        history = _history(load_classifier(path).metadata)
+        metadata = load_classifier(path).metadata
+        history = _history(metadata)
         if history:
             histories[path.stem] = history
-        explainer = rt.Explainer(path)
         entry = {}
+        if semi := (metadata.get("training") or {}).get("semi"):
+            section, entry["semi"] = semi_section(path.stem, semi, figures)
+            semi_sections.append(section)
+        explainer = rt.Explainer(path)
         if explainer.has_gradient:
             chosen = one_face_per_class(val_images, val_labels, logits["val"])
             sheet = saliency_sheet(explainer, val_images[chosen], val_labels[chosen], faces / f"saliency-{path.stem}.png",
@@ -201,7 +230,7 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
                "settings": {"layers": list(layers), "steps": list(steps), "max_filters": max_filters},
                "seconds": round(time.perf_counter() - started, 1)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "numbers.md").write_text(numbers_markdown(models))
+    (out_dir / "numbers.md").write_text(numbers_markdown(models, semi_sections))
     console.print(f"report written to {out_dir} in {summary['seconds']:.0f} s (numbers.md, summary.json, figures/, faces/)")
     return summary
 

@@ -242,6 +242,20 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
+def initial_weights(config: TrainConfig) -> dict:
+    """The state dict a fine-tuning run (``--init-from``) starts from: the named run's best checkpoint, same model."""
+    ckpt = load_checkpoint(config.init_from, prefer="best")
+    if ckpt["model_name"] != config.model or ckpt.get("model_kwargs", {}) != config.model_kwargs:
+        raise ValueError(f"--init-from {config.init_from}: holds a {ckpt['model_name']!r} model{' ' + str(ckpt['model_kwargs']) if ckpt.get('model_kwargs') else ''}, "
+                         f"not the {config.model!r} this run trains")
+    parent = ckpt.get("config") or {}
+    for key in ("data", "val_fraction", "seed", "limit_train", "limit_val"):  # else its weights have seen this run's validation images
+        if key in parent and parent[key] != getattr(config, key):
+            raise ValueError(f"--init-from {config.init_from}: was trained with {key}={parent[key]!r}, this run has "
+                             f"{getattr(config, key)!r}; the validation split must be the same")
+    return ckpt["state_dict"]
+
+
 def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Reporter | None = None,
           resume: bool = False, export: bool = True) -> TrainResult:
     """Train ``config.model``; with ``resume``, continue the run in ``run_dir`` from its ``last.pt``."""
@@ -263,6 +277,8 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
     model = create_model(config.model, **config.model_kwargs).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if config.init_from and not resume:
+        model.load_state_dict(initial_weights(config))
     steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     optimizer, scheduler = build_optimizer(config, model, steps_per_epoch)
     history: list[dict] = []

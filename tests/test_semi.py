@@ -261,7 +261,10 @@ def test_cli_semi_run_writes_the_comparison_and_streams_rounds(demo_csv, tmp_pat
 
     metadata = load_classifier(tmp_path / "exported" / "semi-tiny.onnx").metadata
     assert metadata["train_config"]["semi"] is True and metadata["train_config"]["semi_threshold"] == 0.15
-    assert metadata["training"]["semi"]["arm"] == "self-training"
+    carried = metadata["training"]["semi"]  # the whole comparison travels with the model
+    assert carried["arm"] == "self-training" and carried["comparison"] == summary["comparison"]
+    assert set(carried["histories"]) == set(summary["arms"])
+    assert [h["val_acc"] for h in carried["histories"]["baseline"]] == pytest.approx([h["val_acc"] for h in baseline], abs=1e-5)
 
 
 @pytest.mark.parametrize("name", sorted(MODEL_REGISTRY))

@@ -12,6 +12,7 @@ from fer_train.config import TrainConfig
 from fer_train.metrics import classification_report
 from fer_train.progress import Reporter
 from fer_train.runtime import load_classifier
+from fer_train.semi import train_semi
 from fer_train.study_report import build_report, one_face_per_class
 from fer_train.train import load_splits, train
 
@@ -24,6 +25,8 @@ def shipped(demo_csv, tmp_path_factory):
     base = dict(data=str(demo_csv), epochs=1, batch_size=32, limit_train=64, limit_val=48, threads=1, export_dir=str(exported))
     train(TrainConfig(model="cnn", export_name="cnn", **base), root / "cnn", Reporter("plain"))
     train(TrainConfig(model="fernet", optimizer="sgd", lr=0.05, export_name="fer-best", **base), root / "fernet", Reporter("plain"))
+    semi = dict(base, epochs=2, model="dnn", semi=True, semi_rounds=2, semi_epochs_per_round=1, semi_threshold=0.15, augment=False)
+    train_semi(TrainConfig(export_name="cnn-semi", **semi), root / "semi", Reporter("plain"))
     return exported
 
 
@@ -38,13 +41,20 @@ def test_report_writes_every_figure_and_the_models_own_numbers(shipped, demo_csv
         assert (faces / f"saliency-{name}.png").exists()
         assert (faces / f"outputs-{name}-conv2-happy.png").exists() and (faces / f"outputs-{name}-conv2-surprise.png").exists()
     assert (figures / "curves.png").exists() and not (figures / "curves-cnn-dnn.png").exists()  # no dnn shipped here
-    assert sorted(summary["curves"]) == ["cnn", "fer-best"]
+    assert sorted(summary["curves"]) == ["cnn", "cnn-semi", "fer-best"]
+    assert summary["pictures"]["cnn-semi"]["semi"] == ["semi-cnn-semi.png", "semi-rounds-cnn-semi.png"]
+    assert (figures / "semi-cnn-semi.png").stat().st_size > 0 and (figures / "semi-rounds-cnn-semi.png").stat().st_size > 0
 
     # the numbers are those of the files themselves, measured independently here
     splits = load_splits(TrainConfig(data=str(demo_csv)))
     by_name = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
-    assert list(by_name) == ["cnn", "fer-best"]  # the report's order, whatever the folder's
+    assert list(by_name) == ["cnn", "cnn-semi", "fer-best"]  # the report's order, whatever the folder's
     numbers = (out / "numbers.md").read_text()
+    # the self-training comparison, with the run's own final accuracies, from the shipped model's metadata alone
+    ran = json.loads((shipped.parent / "semi" / "semi.json").read_text())["arms"]
+    for title, arm in (("labeled part only", "baseline"), ("self-training", "self-training")):
+        assert f"| {title} | {100 * ran[arm]['final_val_acc']:.2f}%" in numbers
+    assert "Self-training (`cnn-semi`, dnn)" in numbers and "admitted after each round" in numbers
     for name in ("cnn", "fer-best"):
         clf = load_classifier(shipped / f"{name}.onnx")
         for split in ("val", "test"):

@@ -103,6 +103,28 @@ def test_resume_reaches_the_same_weights(demo_csv, tmp_path):
         assert torch.equal(a[key], b[key]), key
 
 
+def test_init_from_starts_from_the_parents_best_weights_and_records_it(demo_csv, tmp_path):
+    parent = train(_config(demo_csv, epochs=2), tmp_path / "parent", Reporter("plain"), export=False)
+    # a learning rate of zero keeps the weights: the fine-tuned run must then hold the parent's best ones exactly
+    child = train(_config(demo_csv, epochs=1, lr=0.0, init_from=str(parent.run_dir), export_name="child", export_dir=str(tmp_path / "x")),
+                  tmp_path / "child", Reporter("plain"))
+    best = load_checkpoint(parent.run_dir, "best")
+    tuned = load_checkpoint(child.run_dir, "last")["state_dict"]
+    for key, value in best["state_dict"].items():
+        assert torch.equal(value, tuned[key]), key
+    best_val = next(h["val_loss"] for h in parent.history if h["epoch"] == best["best_epoch"])
+    assert child.history[0]["val_loss"] == pytest.approx(best_val, rel=1e-5)
+    training = load_classifier(tmp_path / "x" / "child.onnx").metadata["training"]["training"]
+    assert training["epochs"] == 1 and training["initialized_from"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("change, message", [(dict(model="dnn"), "not the 'dnn'"), (dict(limit_val=40), "limit_val=48")])
+def test_init_from_refuses_another_model_or_another_validation_split(demo_csv, tmp_path, change, message):
+    parent = train(_config(demo_csv, epochs=1), tmp_path / "parent", Reporter("plain"), export=False)
+    with pytest.raises(ValueError, match=message):
+        train(_config(demo_csv, init_from=str(parent.run_dir), **change), tmp_path / "child", Reporter("plain"), export=False)
+
+
 def test_sigterm_keeps_completed_epochs_and_resume_finishes(demo_csv, tmp_path):
     run = tmp_path / "run"
     code, last = sigterm_after_event(["--data", str(demo_csv), "--epochs", "40", "--limit-train", "96", "--limit-val", "48",
