@@ -135,7 +135,7 @@ def _parent_summary(init_from: str | None) -> dict:
         return {"initialized_from": {"run": str(init_from)}}
     history = parent.get("history") or []
     return {"initialized_from": {"run": str(init_from), "epochs": history[-1]["epoch"] if history else parent.get("epoch"),
-                                 "wall_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)}}
+                                 "wall_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1), "history": _slim(history)}}
 
 
 def measure(onnx_path: Path, splits, names=("val", "test")) -> dict:

@@ -48,7 +48,11 @@ class ModelNumbers:
 
 
 def _history(metadata: dict) -> list[dict]:
-    return ((metadata.get("training") or {}).get("training") or {}).get("history") or []
+    """The model's curves; a fine-tuned model's (``--init-from``) start with its parent run's epochs."""
+    training = (metadata.get("training") or {}).get("training") or {}
+    parent = (training.get("initialized_from") or {}).get("history") or []
+    offset = parent[-1]["epoch"] if parent else 0
+    return parent + [{**h, "epoch": h["epoch"] + offset} for h in training.get("history") or []]
 
 
 def evaluate_model(path: Path, splits: dict, figures: Path) -> tuple[ModelNumbers, dict[str, np.ndarray]]:
@@ -58,8 +62,10 @@ def evaluate_model(path: Path, splits: dict, figures: Path) -> tuple[ModelNumber
 
     clf = load_classifier(path)
     meta = clf.metadata
-    numbers = ModelNumbers(path.stem, clf.architecture, int(meta.get("parameter_count", 0)),
-                           training={k: v for k, v in ((meta.get("training") or {}).get("training") or {}).items() if k != "history"},
+    training = {k: v for k, v in ((meta.get("training") or {}).get("training") or {}).items() if k != "history"}  # curves: _history
+    if isinstance(training.get("initialized_from"), dict):
+        training["initialized_from"] = {k: v for k, v in training["initialized_from"].items() if k != "history"}
+    numbers = ModelNumbers(path.stem, clf.architecture, int(meta.get("parameter_count", 0)), training=training,
                            config=meta.get("train_config") or {})
     logits = {}
     for split_name, (images, labels) in splits.items():
@@ -147,10 +153,12 @@ def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
 def numbers_markdown(models: list[ModelNumbers], semi_sections: list[str] = ()) -> str:
     lines = ["| model | architecture | parameters | validation | PublicTest | epochs | wall time | hardware |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for m in models:
-        t = m.training
-        wall = f"{t['wall_seconds'] / 60:.0f} min" if t.get("wall_seconds") else "–"
+        t, parent = m.training, m.training.get("initialized_from") or {}
+        seconds = (t.get("wall_seconds") or 0) + (parent.get("wall_seconds") or 0)
+        wall = f"{seconds / 60:.0f} min" if seconds else "–"
+        epochs = f"{parent['epochs']} + {t.get('epochs', '–')}" if parent.get("epochs") else t.get("epochs", "–")  # fine-tuned: parent's + own
         lines.append(f"| `{m.name}` | {m.architecture} | {m.parameters:,} | {_pct(m.accuracy.get('val'))} | {_pct(m.accuracy.get('test'))} "
-                     f"| {t.get('epochs', '–')} | {wall} | {t.get('hardware', '–')} |")
+                     f"| {epochs} | {wall} | {t.get('hardware', '–')} |")
     for split, title in (("val", "validation"), ("test", "PublicTest")):
         lines += ["", f"Recall per class, {title}:", "", "| model | " + " | ".join(CLASS_NAMES) + " |", "|---|" + "---:|" * len(CLASS_NAMES)]
         for m in models:

@@ -13,7 +13,7 @@ from fer_train.metrics import classification_report
 from fer_train.progress import Reporter
 from fer_train.runtime import load_classifier
 from fer_train.semi import train_semi
-from fer_train.study_report import build_report, one_face_per_class
+from fer_train.study_report import ModelNumbers, build_report, numbers_markdown, one_face_per_class
 from fer_train.train import load_splits, train
 
 
@@ -63,6 +63,14 @@ def test_report_writes_every_figure_and_the_models_own_numbers(shipped, demo_csv
             assert by_name[name]["accuracy"][split] == pytest.approx(expected, abs=1e-5)
         assert by_name[name]["training"]["epochs"] == 1
         assert f"| `{name}` |" in numbers and f"{100 * by_name[name]['accuracy']['test']:.1f} %" in numbers
+
+
+def test_a_fine_tuned_model_counts_its_parent_runs_epochs_and_time():
+    tuned = ModelNumbers("fer-best", "fernet", 10, {"val": 0.5, "test": 0.4}, training={
+        "epochs": 12, "wall_seconds": 4800.0, "hardware": "CPU", "initialized_from": {"run": "runs/a", "epochs": 14, "wall_seconds": 5100.0}})
+    alone = ModelNumbers("cnn", "cnn", 10, {"val": 0.5}, training={"epochs": 14, "wall_seconds": 4620.0, "hardware": "CPU"})
+    table = numbers_markdown([tuned, alone])
+    assert "| 14 + 12 | 165 min | CPU |" in table and "| 14 | 77 min | CPU |" in table
 
 
 def test_one_face_per_class_prefers_a_correct_prediction():

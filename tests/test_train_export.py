@@ -116,6 +116,12 @@ def test_init_from_starts_from_the_parents_best_weights_and_records_it(demo_csv,
     assert child.history[0]["val_loss"] == pytest.approx(best_val, rel=1e-5)
     training = load_classifier(tmp_path / "x" / "child.onnx").metadata["training"]["training"]
     assert training["epochs"] == 1 and training["initialized_from"]["epochs"] == 2
+    assert [h["epoch"] for h in training["initialized_from"]["history"]] == [1, 2]  # the report draws the whole curve
+
+    from fer_train.study_report import _history
+
+    whole = _history(load_classifier(tmp_path / "x" / "child.onnx").metadata)
+    assert [h["epoch"] for h in whole] == [1, 2, 3] and whole[2]["val_acc"] == pytest.approx(child.history[0]["val_acc"], abs=1e-5)
 
 
 @pytest.mark.parametrize("change, message", [(dict(model="dnn"), "not the 'dnn'"), (dict(limit_val=40), "limit_val=48")])
