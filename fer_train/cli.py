@@ -268,7 +268,7 @@ def explain_main(argv: list[str]) -> int:
 
 
 def optimize_main(argv: list[str]) -> int:
-    from .optimize import MAX_ACCURACY_DROP, OptimizeError, load_optimize_splits, optimize_model
+    from .optimize import MAX_ACCURACY_DROP, VARIANTS, OptimizeError, load_optimize_splits, optimize_model
     from .runtime import ModelError
 
     p = argparse.ArgumentParser(prog="fer-train optimize", description="Faster variants of an exported model beside it: <stem>.fast.onnx "
@@ -277,7 +277,9 @@ def optimize_main(argv: list[str]) -> int:
     p.add_argument("model", help="exported model (.onnx)")
     p.add_argument("--data", default=None, help="data source (default: the one the model was trained on, or FER2013)")
     p.add_argument("--out-dir", default=None, help="where to write the variants (default: beside the model)")
-    p.add_argument("--variants", nargs="+", default=["fast", "int8"], choices=("fast", "int8"))
+    p.add_argument("--variants", nargs="+", default=["fast", "int8"], choices=VARIANTS,
+                   help="tta: <stem>.tta.onnx, the mean of the model's log-probabilities on the face and its mirror image "
+                        "(2× the compute; for models trained with --flip) (default: fast int8)")
     p.add_argument("--calibration", type=int, default=1000, metavar="N", help="validation faces to calibrate int8 on (default: %(default)s)")
     p.add_argument("--weight-bits", type=int, default=7, choices=(7, 8), help="int8 weights: 7 bits give the same results on every "
                    "x86 CPU, 8 are finer but can overflow on CPUs without VNNI (default: %(default)s)")

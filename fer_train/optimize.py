@@ -1,6 +1,7 @@
 """Faster variants of an exported model — a rewritten fp32 graph and static int8 — each behind an accuracy gate.
 
     fer-train optimize exported/cnn.onnx      → exported/cnn.fast.onnx, exported/cnn.int8.onnx
+    fer-train optimize exported/fer-best.onnx --variants tta   → exported/fer-best.tta.onnx (flip averaging)
 
 Torch-free (onnx, onnxruntime, numpy). Every variant keeps the export contract — input ``image``
 float32 ``[N, 1, 48, 48]`` of raw pixels 0..255, output ``logits`` ``[N, 7]`` — and all of the original
@@ -27,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
+from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
 
+VARIANTS = ("fast", "int8", "tta")  # tta: flip test-time augmentation, written only with --variants tta
 MAX_ACCURACY_DROP = 0.5  # percentage points of PublicTest accuracy a variant may lose against fp32
 FUSED_ATOL = 1e-4  # the rewritten fp32 graph must give the same logits as the original
 
@@ -441,6 +443,40 @@ def simplify(model):
 # static int8
 
 
+def flip_average(model):
+    """Test-time flip augmentation inside the graph: every face and its mirror image go through the model as one
+    batch of 2N, and the output is the mean of the two log-softmax vectors (log of the geometric mean of the two
+    probability vectors, so still valid logits: their softmax is a probability vector). Costs 2× the compute.
+    Returns ``(model, steps)``."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    flipped = _copy(model)
+    graph = flipped.graph
+    pair, pair_logits = "tta_pair", "tta_pair_logits"
+    nodes = []
+    for node in graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.input[:] = [pair if name == ONNX_INPUT else name for name in copy.input]
+        copy.output[:] = [pair_logits if name == ONNX_OUTPUT else name for name in copy.output]
+        nodes.append(copy)
+    classes = graph.output[0].type.tensor_type.shape.dim[-1].dim_value or len(CLASS_NAMES)
+    constants = {"tta_starts": [-1], "tta_ends": [np.iinfo(np.int64).min], "tta_axes": [3], "tta_steps": [-1], "tta_shape": [2, -1, classes],
+                 "tta_mean_axes": [0]}
+    graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items())
+    opset = next((o.version for o in flipped.opset_import if o.domain in ("", "ai.onnx")), 13)
+    mean = (helper.make_node("ReduceMean", ["tta_log_probs", "tta_mean_axes"], [ONNX_OUTPUT], keepdims=0) if opset >= 18
+            else helper.make_node("ReduceMean", ["tta_log_probs"], [ONNX_OUTPUT], axes=[0], keepdims=0))
+    before = [helper.make_node("Slice", [ONNX_INPUT, "tta_starts", "tta_ends", "tta_axes", "tta_steps"], ["tta_mirror"]),  # x[..., ::-1]
+              helper.make_node("Concat", [ONNX_INPUT, "tta_mirror"], [pair], axis=0)]
+    after = [helper.make_node("Reshape", [pair_logits, "tta_shape"], ["tta_halves"]),  # (2, N, classes): faces, then mirrors
+             helper.make_node("LogSoftmax", ["tta_halves"], ["tta_log_probs"], axis=-1), mean]
+    _set_nodes(flipped, before + nodes + after)
+    onnx.checker.check_model(flipped)
+    return flipped, {"flip_average": "mean log-softmax of the face and its mirror image"}
+
+
 def _tensor_ranges(model, names: list[str], images: np.ndarray, batch_size: int = 256) -> dict[str, tuple[float, float]]:
     """(min, max) of the named tensors over ``images`` (uint8 (N, 48, 48)), running the fp32 graph."""
     import onnx
@@ -676,7 +712,7 @@ def accuracy_gate(fp32_accuracy: float, variant_accuracy: float, max_drop: float
 
 @dataclass
 class VariantResult:
-    name: str  # "fast" or "int8"
+    name: str  # "fast", "int8" or "tta"
     path: Path
     gate: GateResult | None
     written: bool
@@ -778,9 +814,9 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
     model_path = Path(model_path)
     out_dir = Path(out_dir) if out_dir is not None else model_path.parent
     stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
-    unknown = set(variants) - {"fast", "int8"}
+    unknown = set(variants) - set(VARIANTS)
     if unknown:
-        raise ValueError(f"unknown variants {sorted(unknown)}; choose from fast, int8")
+        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     original_meta = load_classifier(model_path).metadata
     source = onnx.load(str(model_path))
     test, val = splits.test, splits.val
@@ -801,6 +837,8 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
                 results.append(VariantResult(name, path, None, False, steps, f"logits differ by {diff:.2e} > {FUSED_ATOL:g}; not written"))
                 log(f"  {path.name}: {results[-1].message}")
                 continue
+        elif name == "tta":
+            model, steps = flip_average(source)
         else:
             depthwise, pools = average_pool_as_depthwise_conv(fast)
             model, steps = quantize_int8(depthwise, val.images[:calibration_images], weight_bits=weight_bits)
@@ -812,7 +850,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
             log(f"  {path.name}: {results[-1].message}")
             continue
         metrics = _split_metrics({"val": (logits_of(model, val.images), val.labels), "test": (test_logits, test.labels)})
-        label = "fp32-fast" if name == "fast" else "int8"
+        label = {"fast": "fp32-fast", "tta": "fp32-flip-average"}.get(name, name)
         _save(model, path, variant_metadata(original_meta, label, gate, metrics, steps, model_path))
         results.append(VariantResult(name, path, gate, True, steps, f"written: {gate}"))
         log(f"  {path.name}: {results[-1].message}")

@@ -152,6 +152,26 @@ def test_int8_variant_keeps_the_contract_and_metadata(exported, splits, tmp_path
     assert load_classifier(tmp_path / f"{name}.fast.onnx").metadata["variant"] == "fp32-fast"
 
 
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+@pytest.mark.parametrize("name", ["cnn", "dnn"])
+def test_flip_average_variant_is_the_mean_of_the_face_and_its_mirror(exported, splits, tmp_path, name):
+    source = exported / f"{name}.onnx"
+    results = optimize_model(source, splits, out_dir=tmp_path, variants=["tta"], max_drop=100, log=lambda line: None)
+    assert [r.name for r in results] == ["tta"] and results[0].written
+    clf = load_classifier(tmp_path / f"{name}.tta.onnx")
+    faces = splits.test.images[:37]  # an odd batch: the pair is split by shape, not by a fixed size
+    expected = (_log_softmax(logits_of(source, faces)) + _log_softmax(logits_of(source, faces[:, :, ::-1].copy()))) / 2
+    np.testing.assert_allclose(clf.predict_logits(faces), expected, atol=1e-4)
+    one = clf.predict_logits(faces[:1])
+    np.testing.assert_allclose(one, expected[:1], atol=1e-4)
+    assert clf.metadata["variant"] == "fp32-flip-average" and clf.metadata["optimization"]["source"] == f"{name}.onnx"
+    assert count_flops(tmp_path / f"{name}.tta.onnx").flops == 2 * count_flops(source).flops
+
+
 def test_int8_quantises_raw_pixels_exactly(exported):
     fast, _ = simplify(onnx.load(str(exported / "dnn.onnx")))
     int8, steps = quantize_int8(fast, make_faces(32, seed=6)[0])
