@@ -126,7 +126,7 @@ def semi_summary(arm_dir: Path) -> dict:
 
 
 def _parent_summary(init_from: str | None) -> dict:
-    """A fine-tuned run (``--init-from``) also records the run it started from: its epochs and wall time."""
+    """A fine-tuned run (``--init-from``) also records the run it started from: its epochs, wall time and curves."""
     if not init_from:
         return {}
     try:
