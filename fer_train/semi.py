@@ -254,6 +254,34 @@ class ArmState:
     epoch: int = 0
 
 
+class EpochPaced:
+    """A per-batch learning-rate schedule paced by epochs, not batches: however many batches an epoch has (a
+    pseudo-label arm's grow as images are admitted), the wrapped schedule takes exactly ``ticks`` steps over it,
+    spread evenly. A pseudo-label arm then follows the baseline's learning rate epoch by epoch, and its schedule
+    ends with the budget. (Sized for every unlabeled image instead, a one-cycle schedule of an arm that admits
+    few ran only half its cycle and never annealed.)"""
+
+    def __init__(self, inner, ticks: int):
+        self.inner, self.ticks = inner, ticks
+        self.batches, self.seen, self.done = ticks, 0, 0
+
+    def begin_epoch(self, batches: int) -> None:
+        self.batches, self.seen, self.done = max(1, batches), 0, 0
+
+    def step(self) -> None:
+        self.seen += 1
+        target = min(self.ticks, self.seen * self.ticks // self.batches)
+        while self.done < target:
+            self.inner.step()
+            self.done += 1
+
+    def state_dict(self) -> dict:  # checkpoints are taken between epochs, where the pacing starts afresh
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.inner.load_state_dict(state)
+
+
 def _restore(path: Path, model, optimizer, scheduler) -> ArmState:
     ckpt = load_checkpoint(path)
     model.load_state_dict(ckpt["state_dict"])
@@ -277,8 +305,10 @@ class ArmRun:
         self.share = share_first_round and arm != "fixmatch" and config.schedule == "none"
         torch.manual_seed(config.seed)  # the initial weights, the same for every arm
         self.model = create_model(config.model, **config.model_kwargs).to(data.labeled_x.device)
-        most = len(data.labeled_y) + (len(data.unlabeled_x) if arm in PSEUDO_LABEL_ARMS else 0)
-        self.optimizer, self.scheduler = build_optimizer(config, self.model, math.ceil(most / config.batch_size))
+        labeled_steps = math.ceil(len(data.labeled_y) / config.batch_size)
+        self.optimizer, self.scheduler = build_optimizer(config, self.model, labeled_steps)
+        if self.scheduler is not None and arm in PSEUDO_LABEL_ARMS:  # the baseline's learning rate, epoch by epoch
+            self.scheduler = EpochPaced(self.scheduler, labeled_steps)
         self.common = dict(model_name=config.model, model_kwargs=config.model_kwargs, config=config.to_dict())
         self.state = ArmState()
         self._unreported_round = False
@@ -321,6 +351,8 @@ class ArmRun:
                 extra = {"unlabeled_loss": stats.unlabeled_loss, "mask_rate": stats.mask_rate}
             else:
                 x, y = training_set(data, state.selection)
+                if isinstance(self.scheduler, EpochPaced):
+                    self.scheduler.begin_epoch(math.ceil(len(y) / config.batch_size))
                 stats = train_one_epoch(self.model, self.optimizer, self.scheduler, x, y, config, epoch, self.reporter,
                                         label=f"{self.arm} round {round_no}", total_epochs=total)
                 images, steps = len(y), math.ceil(len(y) / config.batch_size)

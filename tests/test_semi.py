@@ -162,6 +162,17 @@ def test_the_selection_is_made_afresh_every_round(demo_csv, tmp_path, monkeypatc
     assert [r["used_in_round"] for r in rounds] == [2, 3, None]
 
 
+def test_a_pseudo_label_arm_follows_the_baselines_learning_rate_epoch_by_epoch(demo_csv, tmp_path):
+    # threshold 0: every unlabeled image joins from round 2, doubling the batches of an epoch
+    config = _config(demo_csv, schedule="onecycle", optimizer="sgd", lr=0.05, semi_rounds=3)
+    train_semi(config, tmp_path / "run", _quiet(), export=False)
+    base = json.loads((tmp_path / "run" / "baseline" / "history.json").read_text())
+    selftrain = json.loads((tmp_path / "run" / "self-training" / "history.json").read_text())
+    assert selftrain[-1]["steps"] > 1.5 * base[-1]["steps"]
+    assert [h["lr"] for h in selftrain] == pytest.approx([h["lr"] for h in base], rel=1e-6)
+    assert selftrain[-1]["lr"] < 0.05 * config.lr  # the cycle ends with the budget (it stayed near the peak before)
+
+
 def test_sharing_the_first_round_changes_nothing(demo_csv, tmp_path):
     config = _config(demo_csv, semi_rounds=2, semi_arms=["baseline", "self-training"])
     shared = train_semi(config, tmp_path / "shared", _quiet(), export=False)
