@@ -97,12 +97,17 @@ def training_summary(checkpoint: dict, history: list[dict] | None = None) -> dic
     history = history if history is not None else checkpoint.get("history") or []
     config = checkpoint.get("config") or {}
     return {"training": {
-        "epochs": history[-1]["epoch"] if history else checkpoint.get("epoch"),
-        "wall_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1),
+        **_span(checkpoint, history),
         "hardware": f"CPU {platform.machine()}, {config.get('threads') or 'all'} threads" if config.get("device", "auto") != "cuda" else "CUDA",
         "history": _slim(history),
         **_parent_summary(config.get("init_from")),
     }}
+
+
+def _span(checkpoint: dict, history: list[dict]) -> dict:
+    """Epochs done and the wall time they took."""
+    return {"epochs": history[-1]["epoch"] if history else checkpoint.get("epoch"),
+            "wall_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1)}
 
 
 def _slim(history: list[dict]) -> list[dict]:
@@ -134,8 +139,7 @@ def _parent_summary(init_from: str | None) -> dict:
     except (FileNotFoundError, ValueError):
         return {"initialized_from": {"run": str(init_from)}}
     history = parent.get("history") or []
-    return {"initialized_from": {"run": str(init_from), "epochs": history[-1]["epoch"] if history else parent.get("epoch"),
-                                 "wall_seconds": round(sum(h.get("seconds", 0.0) for h in history), 1), "history": _slim(history)}}
+    return {"initialized_from": {"run": str(init_from), **_span(parent, history), "history": _slim(history)}}
 
 
 def measure(onnx_path: Path, splits, names=("val", "test")) -> dict:
