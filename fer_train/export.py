@@ -131,15 +131,25 @@ def semi_summary(arm_dir: Path) -> dict:
 
 
 def _parent_summary(init_from: str | None) -> dict:
-    """A fine-tuned run (``--init-from``) also records the run it started from: its epochs, wall time and curves."""
+    """A fine-tuned run (``--init-from``) also records the runs it started from: their epochs, wall time and
+    curves. A chain of fine-tunings (a run started from a run that was itself started from another) is followed
+    to its first run: ``epochs``, ``wall_seconds`` and ``history`` then cover every earlier run, one after the
+    other, and ``cycles`` lists each (run, epochs, wall seconds), oldest first."""
     if not init_from:
         return {}
     try:
         parent = load_checkpoint(init_from, prefer="last")
     except (FileNotFoundError, ValueError):
         return {"initialized_from": {"run": str(init_from)}}
-    history = parent.get("history") or []
-    return {"initialized_from": {"run": str(init_from), **_span(parent, history), "history": _slim(history)}}
+    own = _span(parent, parent.get("history") or [])
+    earlier = _parent_summary((parent.get("config") or {}).get("init_from")).get("initialized_from") or {}
+    offset = earlier.get("epochs") or 0
+    history = (earlier.get("history") or []) + [{**h, "epoch": h["epoch"] + offset} for h in _slim(parent.get("history") or [])]
+    cycles = (earlier.get("cycles") or ([{k: earlier[k] for k in ("run", "epochs", "wall_seconds") if k in earlier}] if earlier else []))
+    cycles = cycles + [{"run": str(init_from), **own}]
+    return {"initialized_from": {"run": str(init_from), "epochs": (own["epochs"] or 0) + offset,
+                                 "wall_seconds": round(own["wall_seconds"] + (earlier.get("wall_seconds") or 0), 1),
+                                 "history": history, "cycles": cycles}}
 
 
 def measure(onnx_path: Path, splits, names=("val", "test")) -> dict:

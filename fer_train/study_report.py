@@ -156,7 +156,8 @@ def numbers_markdown(models: list[ModelNumbers], semi_sections: list[str] = ()) 
         t, parent = m.training, m.training.get("initialized_from") or {}
         seconds = (t.get("wall_seconds") or 0) + (parent.get("wall_seconds") or 0)
         wall = f"{seconds / 60:.0f} min" if seconds else "–"
-        epochs = f"{parent['epochs']} + {t.get('epochs', '–')}" if parent.get("epochs") else t.get("epochs", "–")  # fine-tuned: parent's + own
+        earlier = [c.get("epochs", "?") for c in parent.get("cycles") or []] or ([parent["epochs"]] if parent.get("epochs") else [])
+        epochs = " + ".join(str(e) for e in [*earlier, t.get("epochs", "–")]) if earlier else t.get("epochs", "–")  # fine-tuned: earlier runs' + own
         lines.append(f"| `{m.name}` | {m.architecture} | {m.parameters:,} | {_pct(m.accuracy.get('val'))} | {_pct(m.accuracy.get('test'))} "
                      f"| {epochs} | {wall} | {t.get('hardware', '–')} |")
     for split, title in (("val", "validation"), ("test", "PublicTest")):

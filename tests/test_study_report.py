@@ -69,8 +69,12 @@ def test_a_fine_tuned_model_counts_its_parent_runs_epochs_and_time():
     tuned = ModelNumbers("fer-best", "fernet", 10, {"val": 0.5, "test": 0.4}, training={
         "epochs": 12, "wall_seconds": 4800.0, "hardware": "CPU", "initialized_from": {"run": "runs/a", "epochs": 14, "wall_seconds": 5100.0}})
     alone = ModelNumbers("cnn", "cnn", 10, {"val": 0.5}, training={"epochs": 14, "wall_seconds": 4620.0, "hardware": "CPU"})
-    table = numbers_markdown([tuned, alone])
-    assert "| 14 + 12 | 165 min | CPU |" in table and "| 14 | 77 min | CPU |" in table
+    twice = ModelNumbers("fer-best2", "fernet", 10, {"val": 0.5}, training={
+        "epochs": 8, "wall_seconds": 3000.0, "hardware": "CPU", "initialized_from": {
+            "run": "runs/b", "epochs": 26, "wall_seconds": 9900.0,
+            "cycles": [{"run": "runs/a", "epochs": 14, "wall_seconds": 5100.0}, {"run": "runs/b", "epochs": 12, "wall_seconds": 4800.0}]}})
+    table = numbers_markdown([tuned, alone, twice])
+    assert "| 14 + 12 | 165 min | CPU |" in table and "| 14 | 77 min | CPU |" in table and "| 14 + 12 + 8 | 215 min | CPU |" in table
 
 
 def test_one_face_per_class_prefers_a_correct_prediction():

@@ -123,6 +123,16 @@ def test_init_from_starts_from_the_parents_best_weights_and_records_it(demo_csv,
     whole = _history(load_classifier(tmp_path / "x" / "child.onnx").metadata)
     assert [h["epoch"] for h in whole] == [1, 2, 3] and whole[2]["val_acc"] == pytest.approx(child.history[0]["val_acc"], abs=1e-5)
 
+    # a second fine-tuning, from the fine-tuned run: the chain is followed back to the first run
+    train(_config(demo_csv, epochs=1, init_from=str(child.run_dir), export_name="grandchild", export_dir=str(tmp_path / "x")),
+          tmp_path / "grandchild", Reporter("plain"))
+    meta = load_classifier(tmp_path / "x" / "grandchild.onnx").metadata
+    earlier = meta["training"]["training"]["initialized_from"]
+    assert earlier["run"] == str(child.run_dir) and earlier["epochs"] == 3
+    assert [(c["run"], c["epochs"]) for c in earlier["cycles"]] == [(str(parent.run_dir), 2), (str(child.run_dir), 1)]
+    whole = _history(meta)
+    assert [h["epoch"] for h in whole] == [1, 2, 3, 4] and whole[2]["val_acc"] == pytest.approx(child.history[0]["val_acc"], abs=1e-5)
+
 
 @pytest.mark.parametrize("change, message", [(dict(model="dnn"), "not the 'dnn'"), (dict(limit_val=40), "limit_val=48")])
 def test_init_from_refuses_another_model_or_another_validation_split(demo_csv, tmp_path, change, message):
