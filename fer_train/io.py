@@ -102,12 +102,19 @@ def default_data_path() -> Path | None:
     return None
 
 
+KAGGLE_FILE_NAMES = ("fer2013.csv.gz", "fer2013.csv")
+
+
 def load_source(path: str | Path, *, skip_bad: bool = False, use_cache: bool = True) -> Source:
-    """Read any supported source. Raises :class:`DataError` on the first bad row unless ``skip_bad``."""
+    """Read any supported source: a CSV, a folder of images, or a folder holding Kaggle's ``fer2013.csv(.gz)``.
+    Raises :class:`DataError` on the first bad row unless ``skip_bad``."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file or folder")
     if path.is_dir():
+        kaggle = [path / name for name in KAGGLE_FILE_NAMES if (path / name).is_file()]
+        if kaggle:  # the folder the Kaggle download unpacks to (``$FER_DATA`` may name it rather than the file)
+            return read_csv(kaggle[0], skip_bad=skip_bad, use_cache=use_cache)
         return read_image_folder(path, skip_bad=skip_bad)
     return read_csv(path, skip_bad=skip_bad, use_cache=use_cache)
 

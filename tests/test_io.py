@@ -35,6 +35,18 @@ def test_kaggle_csv_plain_and_gzip_read_identically(tmp_path):
         assert list(src.splits["PublicTest"].origin) == list(range(12, 16))  # file lines, header is line 1
 
 
+def test_a_folder_holding_the_kaggle_file_reads_as_that_file(tmp_path):
+    x, y = _rows()
+    folder = tmp_path / "fer2013"
+    folder.mkdir()
+    (folder / "README.md").write_text("not data")
+    (folder / "fer2013.csv.gz").write_bytes(gzip.compress(encode_csv(x, y, ["Training"] * 14).encode()))
+    src = load_source(folder)  # what $FER_DATA=../shared/data/fer2013 hands the loader
+    assert src.format == "kaggle"
+    np.testing.assert_array_equal(src.splits["Training"].images, x)
+    np.testing.assert_array_equal(src.splits["Training"].labels, y)
+
+
 def test_course_formats(tmp_path):
     x, y = _rows(7)
     train = tmp_path / "train.csv"
