@@ -58,6 +58,14 @@ def load_checkpoint(path: str | Path, prefer: str = "best") -> dict:
         raise ValueError(f"{path}: not a readable fer checkpoint ({exc.__class__.__name__}: {exc})") from exc
 
 
+def load_parent(path: str | Path, prefer: str = "best") -> dict:
+    """What a fine-tuning run starts from: a run folder, a checkpoint file, or an exported ``.onnx`` model
+    (read back by :func:`fer_train.onnx_import.checkpoint_from_onnx`)."""
+    from .onnx_import import checkpoint_from_onnx, is_onnx
+
+    return checkpoint_from_onnx(path) if is_onnx(path) else load_checkpoint(path, prefer=prefer)
+
+
 def model_from_checkpoint(checkpoint: dict) -> nn.Module:
     """The checkpoint's model, weights loaded, in eval mode."""
     model = create_model(checkpoint["model_name"], **checkpoint.get("model_kwargs", {}))

@@ -26,7 +26,7 @@ from .io import DataError
 SUBCOMMANDS = ("evaluate", "export", "data", "explain", "optimize", "report")
 
 SEMI_ONLY_FLAGS = ("--threshold", "--labeled-fraction", "--rounds", "--epochs-per-round", "--arms", "--class-thresholds",
-                   "--fixmatch-threshold", "--fixmatch-mu", "--fixmatch-weight")
+                   "--fixmatch-threshold", "--fixmatch-mu", "--fixmatch-weight", "--parallel-arms")
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -48,7 +48,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--shift", type=float, default=d.shift, help="max shift as a fraction of the size (default: %(default)s)")
     p.add_argument("--flip", action="store_true", help="random horizontal flips")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the validation split, and of the training unless --train-seed")
+    p.add_argument("--train-seed", type=int, default=None, help="seed of the initial weights, data order, augmentation and dropout "
+                   "(default: --seed); another value trains an independent model on the same validation split")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with AVX512-BF16/AMX, or CUDA)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory layout for convolutions (faster on most CPUs)")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
@@ -61,8 +63,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-export", action="store_true", help="do not export model.onnx at the end")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<model>-<time>)")
     p.add_argument("--runs-root", default="runs")
-    p.add_argument("--init-from", metavar="RUN", default=None,
-                   help="fine-tune: start from this run's best weights (same model), with a fresh optimizer and schedule")
+    p.add_argument("--init-from", metavar="RUN|ONNX", default=None,
+                   help="fine-tune: start from this run's best weights, or from an exported .onnx of the same model "
+                        "(e.g. exported/cnn.onnx), with a fresh optimizer and schedule")
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the run in this folder from its last completed epoch")
     p.add_argument("--progress", choices=("auto", "rich", "plain", "json"), default="auto",
                    help="json: one JSON object per line on stdout, for programs (the TUI)")
@@ -83,6 +86,9 @@ def _train_parser() -> argparse.ArgumentParser:
                            "or 7 comma-separated thresholds in class order (default: %(default)s)")
     semi.add_argument("--fixmatch-threshold", type=float, default=d.fixmatch_threshold, help="FixMatch's confidence threshold τ (default: %(default)s)")
     semi.add_argument("--fixmatch-mu", type=int, default=d.fixmatch_mu, help="unlabeled images per labeled image in a step (default: %(default)s)")
+    semi.add_argument("--parallel-arms", dest="semi_parallel_arms", action="store_true",
+                      help="train the arms at the same time, one process each with --threads threads (default: the cores shared out); "
+                           "the same weights as one after the other, in about 1/arms of the wall time on enough cores")
     semi.add_argument("--fixmatch-weight", type=float, default=d.fixmatch_weight, help="weight λ of the consistency loss (default: %(default)s)")
     return p
 
@@ -279,7 +285,10 @@ def optimize_main(argv: list[str]) -> int:
     p.add_argument("--out-dir", default=None, help="where to write the variants (default: beside the model)")
     p.add_argument("--variants", nargs="+", default=["fast", "int8"], choices=VARIANTS,
                    help="tta: <stem>.tta.onnx, the mean of the model's log-probabilities on the face and its mirror image "
-                        "(2× the compute; for models trained with --flip) (default: fast int8)")
+                        "(2× the compute; for models trained with --flip); ensemble: <stem>.ensemble.onnx, the mean of this model's "
+                        "and the --with models' log-probabilities, each on the face and its mirror image (default: fast int8)")
+    p.add_argument("--with", dest="members", action="append", default=[], metavar="OTHER.onnx",
+                   help="ensemble: another exported model (same validation split) to average with; repeat for more")
     p.add_argument("--calibration", type=int, default=1000, metavar="N", help="validation faces to calibrate int8 on (default: %(default)s)")
     p.add_argument("--weight-bits", type=int, default=7, choices=(7, 8), help="int8 weights: 7 bits give the same results on every "
                    "x86 CPU, 8 are finer but can overflow on CPUs without VNNI (default: %(default)s)")
@@ -289,7 +298,8 @@ def optimize_main(argv: list[str]) -> int:
     try:
         splits = load_optimize_splits(Path(args.model), args.data)
         results = optimize_model(args.model, splits, out_dir=args.out_dir, variants=args.variants, calibration_images=args.calibration,
-                                 weight_bits=args.weight_bits, max_drop=args.max_drop, log=lambda line: console.print(line, soft_wrap=True))
+                                 weight_bits=args.weight_bits, max_drop=args.max_drop, log=lambda line: console.print(line, soft_wrap=True),
+                                 members=args.members)
     except (DataError, ValueError, FileNotFoundError, ModelError, OptimizeError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2

@@ -28,7 +28,9 @@ class TrainConfig:
     shift: float = 0.2  # fraction of the image size, either way
     flip: bool = False  # horizontal flips (not in the study)
     val_fraction: float = 0.1  # the study's 1/10
-    seed: int = 0
+    seed: int = 0  # picks the validation split (and semi's labeled half); also the training randomness unless train_seed is set
+    train_seed: int | None = None  # initial weights, data order, augmentation and dropout; None: seed. Another value trains an
+    # independent model on the same split (for an ensemble)
     bf16: bool = False  # bf16 autocast (CPU with AVX512-BF16/AMX, or CUDA)
     channels_last: bool = False  # NHWC activations: 14-19 % faster convolutions on an AVX2 CPU (benchmarks/train_throughput.py)
     device: str = "auto"
@@ -38,7 +40,7 @@ class TrainConfig:
     skip_bad: bool = False
     export_name: str | None = None  # also export the best model to exported/<name>.onnx
     export_dir: str = "exported"
-    init_from: str | None = None  # fine-tune: start from this run's (or checkpoint's) best weights, fresh optimizer and schedule
+    init_from: str | None = None  # fine-tune: start from this run's (or checkpoint's, or exported .onnx's) best weights, fresh optimizer and schedule
     # semi-supervised training (--semi, fer_train.semi); ordinary training ignores all of these
     semi: bool = False
     semi_threshold: float = 0.45  # admit an unlabeled image when its top softmax probability is > this (strictly)
@@ -46,6 +48,7 @@ class TrainConfig:
     semi_rounds: int = 4
     semi_epochs_per_round: int = 5  # every arm trains rounds × epochs_per_round epochs
     semi_arms: list = field(default_factory=lambda: ["baseline", "self-training"])  # also "per-class", "fixmatch"
+    semi_parallel_arms: bool = False  # train the arms at the same time, one process each (threads: --threads each, else cores / arms)
     semi_class_thresholds: str | list = "auto"  # the per-class arm: "auto" (class-balanced) or 7 thresholds
     fixmatch_threshold: float = 0.95  # FixMatch's τ on the weak view
     fixmatch_mu: int = 1  # unlabeled images per labeled image in a step
@@ -58,6 +61,11 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1")
+
+    @property
+    def weights_seed(self) -> int:
+        """The seed of the initial weights and of every epoch's order, augmentation and dropout."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     @property
     def learning_rate(self) -> float:

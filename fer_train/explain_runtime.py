@@ -67,7 +67,7 @@ LogitsFn = Callable[[np.ndarray], np.ndarray]  # images (n, 48, 48) → logits (
 
 # fer_train.optimize writes faster variants <stem>.fast.onnx and <stem>.int8.onnx; they are explained with
 # their base model's graphs (exact for the fast graph, the fp32 model's gradient for int8).
-VARIANT_NAMES = ("fast", "int8", "tta")  # variants share their base model's explanation graphs
+VARIANT_NAMES = ("fast", "int8", "tta", "ensemble")  # variants share their base model's explanation graphs (an ensemble: its first member's)
 
 
 def _stem(model_path: str | Path) -> Path:

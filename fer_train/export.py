@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from .checkpoint import load_checkpoint, load_parent, model_from_checkpoint, resolve_checkpoint
 from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
 from .metrics import classification_report
 from .models import count_parameters, deployable
@@ -134,15 +134,19 @@ def _parent_summary(init_from: str | None) -> dict:
     """A fine-tuned run (``--init-from``) also records the runs it started from: their epochs, wall time and
     curves. A chain of fine-tunings (a run started from a run that was itself started from another) is followed
     to its first run: ``epochs``, ``wall_seconds`` and ``history`` then cover every earlier run, one after the
-    other, and ``cycles`` lists each (run, epochs, wall seconds), oldest first."""
+    other, and ``cycles`` lists each (run, epochs, wall seconds), oldest first. An exported ``.onnx`` parent
+    brings its own record of the runs before it."""
     if not init_from:
         return {}
     try:
-        parent = load_checkpoint(init_from, prefer="last")
+        parent = load_parent(init_from, prefer="last")
     except (FileNotFoundError, ValueError):
         return {"initialized_from": {"run": str(init_from)}}
     own = _span(parent, parent.get("history") or [])
-    earlier = _parent_summary((parent.get("config") or {}).get("init_from")).get("initialized_from") or {}
+    if "parent_summary" in parent:  # an export: the chain before it is in its metadata
+        earlier = parent["parent_summary"]
+    else:
+        earlier = _parent_summary((parent.get("config") or {}).get("init_from")).get("initialized_from") or {}
     offset = earlier.get("epochs") or 0
     history = (earlier.get("history") or []) + [{**h, "epoch": h["epoch"] + offset} for h in _slim(parent.get("history") or [])]
     cycles = (earlier.get("cycles") or ([{k: earlier[k] for k in ("run", "epochs", "wall_seconds") if k in earlier}] if earlier else []))

@@ -63,7 +63,7 @@ def fixmatch_epoch(model: nn.Module, optimizer, scheduler, labeled_x: torch.Tens
                    total_epochs: int | None = None) -> FixMatchStats:
     """One pass over the labeled images; the unlabeled images are drawn in a seeded order, wrapping around."""
     device = labeled_x.device
-    seed = epoch_seed(config.seed, epoch)
+    seed = epoch_seed(config.weights_seed, epoch)
     torch.manual_seed(seed)  # dropout
     generator = torch.Generator().manual_seed(seed)  # order and augmentation
     order = torch.randperm(len(labeled_y), generator=generator).to(device)

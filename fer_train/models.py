@@ -188,16 +188,48 @@ class FerNet(nn.Module):
 
         src = list(self.eval().features)
         out: list[nn.Module] = []
-        i = 0
-        while i < len(src):
-            if isinstance(src[i], nn.Conv2d) and i + 1 < len(src) and isinstance(src[i + 1], nn.BatchNorm2d):
-                out.append(fuse_conv_bn_eval(src[i], src[i + 1]))
-                i += 2
+        for layers in self._fusion_plan():
+            if len(layers) == 2:
+                out.append(fuse_conv_bn_eval(src[layers[0]], src[layers[1]]))
             else:
-                out.append(nn.ReLU() if isinstance(src[i], nn.ReLU) else src[i])  # not in place: the gradient graphs keep inputs
-                i += 1
+                layer = src[layers[0]]
+                out.append(nn.ReLU() if isinstance(layer, nn.ReLU) else layer)  # not in place: the gradient graphs keep inputs
         fused = _Chain(self.scale, nn.Sequential(*out), self.classifier)
         return fused.eval()
+
+    def _fusion_plan(self) -> list[tuple[int, ...]]:
+        """For each layer of the fused chain, the indices in ``features`` it comes from: (conv, bn) or (layer,)."""
+        src, plan, i = list(self.features), [], 0
+        while i < len(src):
+            pair = isinstance(src[i], nn.Conv2d) and i + 1 < len(src) and isinstance(src[i + 1], nn.BatchNorm2d)
+            plan.append((i, i + 1) if pair else (i,))
+            i += 2 if pair else 1
+        return plan
+
+    def unfold_state_dict(self, fused_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The inverse of :meth:`fused` for weights: a state dict of this model from a fused chain's.
+
+        Each convolution takes the folded weight; its BatchNorm becomes the identity plus the folded bias
+        (running mean 0, variance 1 − eps, weight 1), so eval-mode outputs equal the fused chain's.
+        ``fer_train.onnx_import.calibrate_unfolded_batchnorm`` then gives the BatchNorms real statistics.
+        """
+        state = {k: v.clone() for k, v in self.state_dict().items()}
+        for key, value in fused_state.items():
+            if not key.startswith("features."):
+                state[key] = value.clone()
+        for j, layers in enumerate(self._fusion_plan()):
+            if len(layers) == 2:
+                conv, bn = (f"features.{i}" for i in layers)
+                eps = self.features[layers[1]].eps
+                state[f"{conv}.weight"] = fused_state[f"features.{j}.weight"].clone()
+                state[f"{bn}.weight"] = torch.ones_like(state[f"{bn}.weight"])
+                state[f"{bn}.bias"] = fused_state[f"features.{j}.bias"].clone()
+                state[f"{bn}.running_mean"] = torch.zeros_like(state[f"{bn}.running_mean"])
+                state[f"{bn}.running_var"] = torch.full_like(state[f"{bn}.running_var"], 1.0 - eps)
+            else:
+                for name in self.features[layers[0]].state_dict():
+                    state[f"features.{layers[0]}.{name}"] = fused_state[f"features.{j}.{name}"].clone()
+        return state
 
 
 class _Chain(nn.Module):

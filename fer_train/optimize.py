@@ -2,6 +2,7 @@
 
     fer-train optimize exported/cnn.onnx      → exported/cnn.fast.onnx, exported/cnn.int8.onnx
     fer-train optimize exported/fer-best.onnx --variants tta   → exported/fer-best.tta.onnx (flip averaging)
+    fer-train optimize exported/fer-best.onnx --variants ensemble --with other.onnx → exported/fer-best.ensemble.onnx
 
 Torch-free (onnx, onnxruntime, numpy). Every variant keeps the export contract — input ``image``
 float32 ``[N, 1, 48, 48]`` of raw pixels 0..255, output ``logits`` ``[N, 7]`` — and all of the original
@@ -30,7 +31,7 @@ import numpy as np
 
 from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
 
-VARIANTS = ("fast", "int8", "tta")  # tta: flip test-time augmentation, written only with --variants tta
+VARIANTS = ("fast", "int8", "tta", "ensemble")  # tta (flip averaging) and ensemble (with --with members) only when asked
 MAX_ACCURACY_DROP = 0.5  # percentage points of PublicTest accuracy a variant may lose against fp32
 FUSED_ATOL = 1e-4  # the rewritten fp32 graph must give the same logits as the original
 
@@ -462,10 +463,10 @@ def flip_average(model):
         copy.output[:] = [pair_logits if name == ONNX_OUTPUT else name for name in copy.output]
         nodes.append(copy)
     classes = graph.output[0].type.tensor_type.shape.dim[-1].dim_value or len(CLASS_NAMES)
-    constants = {"tta_starts": [-1], "tta_ends": [np.iinfo(np.int64).min], "tta_axes": [3], "tta_steps": [-1], "tta_shape": [2, -1, classes],
-                 "tta_mean_axes": [0]}
-    graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items())
     opset = next((o.version for o in flipped.opset_import if o.domain in ("", "ai.onnx")), 13)
+    constants = {"tta_starts": [-1], "tta_ends": [np.iinfo(np.int64).min], "tta_axes": [3], "tta_steps": [-1], "tta_shape": [2, -1, classes],
+                 **({"tta_mean_axes": [0]} if opset >= 18 else {})}
+    graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items())
     mean = (helper.make_node("ReduceMean", ["tta_log_probs", "tta_mean_axes"], [ONNX_OUTPUT], keepdims=0) if opset >= 18
             else helper.make_node("ReduceMean", ["tta_log_probs"], [ONNX_OUTPUT], axes=[0], keepdims=0))
     before = [helper.make_node("Slice", [ONNX_INPUT, "tta_starts", "tta_ends", "tta_axes", "tta_steps"], ["tta_mirror"]),  # x[..., ::-1]
@@ -475,6 +476,47 @@ def flip_average(model):
     _set_nodes(flipped, before + nodes + after)
     onnx.checker.check_model(flipped)
     return flipped, {"flip_average": "mean log-softmax of the face and its mirror image"}
+
+
+def ensemble_average(models: list, flip: bool = True):
+    """One graph that runs every model (and, with ``flip``, on the face and its mirror image too) and outputs
+    the mean of their log-softmax vectors, as :func:`flip_average` does for one model. Each member's tensors
+    are renamed ``m<k>_…``; the first model's graph input, output and opset are kept. Returns ``(model, steps)``."""
+    import onnx
+    from onnx import compose, helper, numpy_helper
+
+    base = models[0]
+    opsets = {next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None) for m in models}
+    if len(opsets) != 1:
+        raise OptimizeError(f"the members use different ONNX opsets {sorted(opsets)}; export them with the same fer-train")
+    opset = opsets.pop()
+    classes = base.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or len(CLASS_NAMES)
+    views = 2 if flip else 1
+    constants = {"ens_starts": [-1], "ens_ends": [np.iinfo(np.int64).min], "ens_axes": [3], "ens_steps": [-1],
+                 "ens_shape": [views, -1, classes], **({"ens_mean_axes": [0]} if opset >= 18 else {})}
+    initializers = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items()]
+    views_input = "ens_views" if flip else ONNX_INPUT
+    nodes = [helper.make_node("Slice", [ONNX_INPUT, "ens_starts", "ens_ends", "ens_axes", "ens_steps"], ["ens_mirror"]),  # x[..., ::-1]
+             helper.make_node("Concat", [ONNX_INPUT, "ens_mirror"], [views_input], axis=0)] if flip else []
+    member_outputs = []
+    for k, member in enumerate(models):
+        prefix = f"m{k}_"
+        renamed = compose.add_prefix(_copy(member), prefix)
+        for node in renamed.graph.node:
+            node.input[:] = [views_input if name == prefix + ONNX_INPUT else name for name in node.input]
+        nodes += list(renamed.graph.node)
+        initializers += list(renamed.graph.initializer)
+        nodes += [helper.make_node("Reshape", [prefix + ONNX_OUTPUT, "ens_shape"], [prefix + "views"]),  # (views, N, classes)
+                  helper.make_node("LogSoftmax", [prefix + "views"], [prefix + "log_probs"], axis=-1)]
+        member_outputs.append(prefix + "log_probs")
+    nodes.append(helper.make_node("Concat", member_outputs, ["ens_all"], axis=0))  # (members × views, N, classes)
+    nodes.append(helper.make_node("ReduceMean", ["ens_all", "ens_mean_axes"], [ONNX_OUTPUT], keepdims=0) if opset >= 18
+                 else helper.make_node("ReduceMean", ["ens_all"], [ONNX_OUTPUT], axes=[0], keepdims=0))
+    graph = helper.make_graph(nodes, base.graph.name or "fer-ensemble", list(base.graph.input), list(base.graph.output), initializers)
+    combined = helper.make_model(graph, opset_imports=list(base.opset_import), ir_version=base.ir_version)
+    onnx.checker.check_model(combined)
+    return combined, {"ensemble": f"mean log-softmax of {len(models)} models" + (" on the face and its mirror image" if flip else ""),
+                      "members": len(models)}
 
 
 def _tensor_ranges(model, names: list[str], images: np.ndarray, batch_size: int = 256) -> dict[str, tuple[float, float]]:
@@ -712,7 +754,7 @@ def accuracy_gate(fp32_accuracy: float, variant_accuracy: float, max_drop: float
 
 @dataclass
 class VariantResult:
-    name: str  # "fast", "int8" or "tta"
+    name: str  # "fast", "int8", "tta" or "ensemble"
     path: Path
     gate: GateResult | None
     written: bool
@@ -800,10 +842,36 @@ def _remove_stale(path: Path, source: Path) -> str:
     return f"; removed the old {path.name}, made from another version of {source.name}"
 
 
+def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[dict]]:
+    """The other models of an ensemble, loaded and checked: the fer contract, and the same validation split
+    (else the ensemble's validation accuracy would count faces a member trained on)."""
+    import onnx
+
+    from .runtime import META_CONFIG, load_classifier
+
+    if not paths:
+        raise ValueError("--variants ensemble needs the other models: --with OTHER.onnx (one or more)")
+    mine = original_meta.get(META_CONFIG) or {}
+    models, records = [], []
+    for path in map(Path, paths):
+        meta = load_classifier(path).metadata  # raises ModelError naming the file
+        theirs = meta.get(META_CONFIG) or {}
+        for key in ("data", "val_fraction", "seed", "limit_train", "limit_val"):
+            if theirs.get(key) != mine.get(key):
+                raise ValueError(f"{path}: trained with {key}={theirs.get(key)!r}, {model_path.name} with {mine.get(key)!r}; "
+                                 "ensemble members must share the validation split")
+        models.append(onnx.load(str(path)))
+        records.append({"file": path.name, "sha256": _sha256(path)[:16], "metrics": meta.get("metrics", {})})
+    return models, records
+
+
 def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None = None, variants=("fast", "int8"),
-                   calibration_images: int = 1000, weight_bits: int = 7, max_drop: float = MAX_ACCURACY_DROP, log=print) -> list[VariantResult]:
+                   calibration_images: int = 1000, weight_bits: int = 7, max_drop: float = MAX_ACCURACY_DROP, log=print,
+                   members: list | None = None) -> list[VariantResult]:
     """Write ``<stem>.fast.onnx`` and ``<stem>.int8.onnx`` beside the model (or in ``out_dir``), each only if
     it passes its checks: logits within :data:`FUSED_ATOL` for the fp32 rewrite, the accuracy gate for both.
+    ``tta`` and ``ensemble`` (this model with the ``members`` files, each on the face and its mirror image)
+    pass the accuracy gate too.
 
     ``splits`` needs ``.val`` (calibration: its first ``calibration_images`` faces) and ``.test`` (the gate).
     """
@@ -824,6 +892,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
     fp32_accuracy = accuracy_points(fp32_test, test.labels)
     log(f"{model_path}: fp32 PublicTest accuracy {fp32_accuracy:.2f}% on {len(test):,} faces")
 
+    others, member_records = _members(model_path, members, original_meta) if "ensemble" in variants else ([], [])
     fast, fast_steps = simplify(source)
     results = []
     for name in variants:
@@ -839,6 +908,10 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
                 continue
         elif name == "tta":
             model, steps = flip_average(source)
+        elif name == "ensemble":
+            model, steps = ensemble_average([source] + others, flip=True)
+            steps["member_files"] = [{"file": model_path.name, "sha256": _sha256(model_path)[:16],
+                                      "metrics": original_meta.get("metrics", {})}] + member_records
         else:
             depthwise, pools = average_pool_as_depthwise_conv(fast)
             model, steps = quantize_int8(depthwise, val.images[:calibration_images], weight_bits=weight_bits)
@@ -850,7 +923,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
             log(f"  {path.name}: {results[-1].message}")
             continue
         metrics = _split_metrics({"val": (logits_of(model, val.images), val.labels), "test": (test_logits, test.labels)})
-        label = {"fast": "fp32-fast", "tta": "fp32-flip-average"}.get(name, name)
+        label = {"fast": "fp32-fast", "tta": "fp32-flip-average", "ensemble": "fp32-ensemble-flip-average"}.get(name, name)
         _save(model, path, variant_metadata(original_meta, label, gate, metrics, steps, model_path))
         results.append(VariantResult(name, path, gate, True, steps, f"written: {gate}"))
         log(f"  {path.name}: {results[-1].message}")

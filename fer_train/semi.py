@@ -16,6 +16,8 @@ same initial weights, with the same epochs and per-epoch seeds (the arms, ``--ar
 
 Round 1 of the pseudo-label arms sees no pseudo-labels yet, so it is the baseline's first round exactly; it is
 computed once and shared (when the learning rate has no schedule whose length depends on the data).
+``--parallel-arms`` trains the arms at the same time instead, one process each (:func:`run_arms_in_processes`);
+every arm then trains its own round 1, and reaches the same weights as when the arms run one after the other.
 
 The true labels of the unlabeled images never reach the loss, by construction: :func:`prepare` hands the
 training loop the unlabeled images as a bare image tensor and their labels only to a :class:`PseudoLabelAudit`,
@@ -303,7 +305,7 @@ class ArmRun:
         self.dir = run_dir / arm
         self.shared = run_dir / SHARED_ROUND
         self.share = share_first_round and arm != "fixmatch" and config.schedule == "none"
-        torch.manual_seed(config.seed)  # the initial weights, the same for every arm
+        torch.manual_seed(config.weights_seed)  # the initial weights, the same for every arm
         self.model = create_model(config.model, **config.model_kwargs).to(data.labeled_x.device)
         labeled_steps = math.ceil(len(data.labeled_y) / config.batch_size)
         self.optimizer, self.scheduler = build_optimizer(config, self.model, labeled_steps)
@@ -446,6 +448,62 @@ class SemiResult:
         return self.summary["arms"][self.summary["main_arm"]]["best_val_acc"] if self.summary else float("nan")
 
 
+def _arm_process(config: dict, run_dir: str, arm: str, mode: str, threads: int) -> None:
+    """One arm of a ``--parallel-arms`` run, in its own process (and process group: a Ctrl-C reaches the parent,
+    which passes on one SIGTERM, so a checkpoint being written is always finished)."""
+    import sys
+
+    os.setpgrp()
+    config = TrainConfig.from_dict(config)
+    device = pick_device(config.device)
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    reporter = Reporter(mode)  # plain lines name their arm
+    with interrupts_as_exception():
+        try:
+            data, audit = prepare(load_splits(config), config, device)
+            ArmRun(arm, data, audit, config, Path(run_dir), reporter, share_first_round=False).load().run()
+        except (Interrupted, KeyboardInterrupt):
+            sys.exit(130)
+
+
+def _epochs_done(arm_dir: Path) -> int:
+    return load_checkpoint(arm_dir / "last.pt")["epoch"] if (arm_dir / "last.pt").exists() else 0
+
+
+def run_arms_in_processes(config: TrainConfig, run_dir: Path, arms: list[str], reporter: Reporter) -> None:
+    """Train ``arms`` at the same time, one process each, into ``run_dir/<arm>``. Raises ``Interrupted`` once
+    every process has saved its epoch when a stop was asked for, ``RuntimeError`` naming an arm that failed."""
+    import multiprocessing
+    import signal
+
+    from . import train as train_module
+
+    threads = config.threads or max(1, (os.cpu_count() or 1) // len(arms))
+    mode = "json" if reporter.mode == "json" else "plain"
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch thread pools inherited
+    processes = {arm: context.Process(target=_arm_process, args=(config.to_dict(), str(run_dir), arm, mode, threads), name=f"fer-{arm}")
+                 for arm in arms}
+    reporter.emit("message", text=f"arms {', '.join(arms)} in {len(arms)} processes, {threads} thread{'s' if threads > 1 else ''} each")
+    for process in processes.values():
+        process.start()
+    forwarded = False
+    while any(p.is_alive() for p in processes.values()):
+        for p in processes.values():
+            p.join(timeout=0.5)
+        if train_module._stop_signal is not None and not forwarded:  # Ctrl-C or SIGTERM to this process: stop every arm
+            for p in processes.values():
+                if p.is_alive():
+                    os.kill(p.pid, signal.SIGTERM)
+            forwarded = True
+    if forwarded or any(p.exitcode == 130 for p in processes.values()):
+        raise Interrupted("stopped")
+    failed = {arm: p.exitcode for arm, p in processes.items() if p.exitcode != 0}
+    if failed:
+        raise RuntimeError("; ".join(f"arm {arm} stopped with exit code {code} (its last epoch is in {run_dir / arm}; "
+                                     f"--resume {run_dir} continues)" for arm, code in failed.items()))
+
+
 def collect(run_dir: Path, arms: list[str]) -> dict[str, dict]:
     """Each arm's history and rounds as written so far (also after an interrupt)."""
     out = {}
@@ -504,6 +562,10 @@ def train_semi(config: TrainConfig, run_dir: str | Path | None = None, reporter:
     interrupted, current = False, None
     try:
         with interrupts_as_exception():
+            pending = [arm for arm in arms if _epochs_done(run_dir / arm) < config.epochs]
+            if config.semi_parallel_arms and len(pending) > 1:
+                current = pending[0]
+                run_arms_in_processes(config, run_dir, pending, reporter)
             for i, arm in enumerate(arms):
                 current = arm
                 run = ArmRun(arm, data, audit, config, run_dir, reporter, share_first_round)

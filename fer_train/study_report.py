@@ -30,6 +30,7 @@ from .constants import CLASS_NAMES
 from .metrics import classification_report, confusion_matrix, most_confused
 
 REPORT_MODELS = ("cnn", "dnn", "cnn-semi", "fer-best")  # the issue's four, in the report's order
+REPORT_VARIANTS = ("tta", "ensemble")  # <model>.<variant>.onnx beside a reported model: numbers and confusion, no pictures
 DEFAULT_LAYERS = ("conv2", "conv4")
 DEFAULT_STEPS = (40, 80)
 OUTPUT_FACES = ("Happy", "Surprise")
@@ -45,6 +46,16 @@ class ModelNumbers:
     confused: list = field(default_factory=list)  # validation: (true, predicted, share, count)
     training: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    variant: dict = field(default_factory=dict)  # a test-time variant: what it computes and its members
+
+
+def _variant_of(meta: dict) -> dict:
+    optimization = meta.get("optimization") or {}
+    if "ensemble" in optimization:
+        return {"what": optimization["ensemble"], "members": [m["file"] for m in optimization.get("member_files") or []]}
+    if "flip_average" in optimization:
+        return {"what": optimization["flip_average"], "members": [optimization.get("source", "")]}
+    return {}
 
 
 def _history(metadata: dict) -> list[dict]:
@@ -66,7 +77,7 @@ def evaluate_model(path: Path, splits: dict, figures: Path) -> tuple[ModelNumber
     if isinstance(training.get("initialized_from"), dict):
         training["initialized_from"] = {k: v for k, v in training["initialized_from"].items() if k != "history"}
     numbers = ModelNumbers(path.stem, clf.architecture, int(meta.get("parameter_count", 0)), training=training,
-                           config=meta.get("train_config") or {})
+                           config=meta.get("train_config") or {}, variant=_variant_of(meta))
     logits = {}
     for split_name, (images, labels) in splits.items():
         logits[split_name] = clf.predict_logits(images)
@@ -150,7 +161,7 @@ def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
     return "\n".join(lines) + "\n", files
 
 
-def numbers_markdown(models: list[ModelNumbers], semi_sections: list[str] = ()) -> str:
+def numbers_markdown(models: list[ModelNumbers], semi_sections: list[str] = (), variants: list[ModelNumbers] = ()) -> str:
     lines = ["| model | architecture | parameters | validation | PublicTest | epochs | wall time | hardware |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for m in models:
         t, parent = m.training, m.training.get("initialized_from") or {}
@@ -160,13 +171,19 @@ def numbers_markdown(models: list[ModelNumbers], semi_sections: list[str] = ()) 
         epochs = " + ".join(str(e) for e in [*earlier, t.get("epochs", "–")]) if earlier else t.get("epochs", "–")  # fine-tuned: earlier runs' + own
         lines.append(f"| `{m.name}` | {m.architecture} | {m.parameters:,} | {_pct(m.accuracy.get('val'))} | {_pct(m.accuracy.get('test'))} "
                      f"| {epochs} | {wall} | {t.get('hardware', '–')} |")
+    if variants:
+        lines += ["", "Test-time variants (one ONNX graph each, `fer-train optimize --variants tta|ensemble`), on the same faces:", "",
+                  "| model | computes | from | validation | PublicTest |", "|---|---|---|---:|---:|"]
+        for m in variants:
+            lines.append(f"| `{m.name}` | {m.variant.get('what', '–')} | {', '.join(f'`{f}`' for f in m.variant.get('members', [])) or '–'} "
+                         f"| {_pct(m.accuracy.get('val'))} | {_pct(m.accuracy.get('test'))} |")
     for split, title in (("val", "validation"), ("test", "PublicTest")):
         lines += ["", f"Recall per class, {title}:", "", "| model | " + " | ".join(CLASS_NAMES) + " |", "|---|" + "---:|" * len(CLASS_NAMES)]
-        for m in models:
+        for m in [*models, *variants]:
             if split in m.recall:
                 lines.append(f"| `{m.name}` | " + " | ".join(f"{r:.2f}" for r in m.recall[split]) + " |")
     lines += ["", "Most confused on validation (true → predicted, share of the true class, count):", ""]
-    for m in models:
+    for m in [*models, *variants]:
         pairs = "; ".join(f"{t} → {p} {s:.0%} ({c})" for t, p, s, c in m.confused)
         lines.append(f"- `{m.name}`: {pairs}")
     for section in semi_sections:
@@ -229,17 +246,23 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
                             entry.setdefault("outputs", []).append(file.name)
             entry["filters"] = filter_sheets(explainer, path.stem, layers, steps, figures, max_filters, console)
         explained[path.stem] = entry
+    variants = []
+    for path in [models_dir / f"{p.stem}.{v}.onnx" for p in paths for v in REPORT_VARIANTS]:
+        if path.is_file():
+            numbers, _ = evaluate_model(path, splits, figures)
+            variants.append(numbers)
+            console.print(f"  {path.stem}: validation {_pct(numbers.accuracy.get('val'))}, PublicTest {_pct(numbers.accuracy.get('test'))}")
     if histories:
         plot_curves(histories, figures / "curves.png", title="training curves of the shipped models")
     if {"cnn", "dnn"} <= set(histories):
         plot_curves({k: histories[k] for k in ("cnn", "dnn")}, figures / "curves-cnn-dnn.png", title="the study's CNN against its DNN of the same size")
 
-    summary = {"models": [m.__dict__ for m in models], "pictures": explained, "curves": sorted(histories),
+    summary = {"models": [m.__dict__ for m in models], "variants": [m.__dict__ for m in variants], "pictures": explained, "curves": sorted(histories),
                "data": {"val": len(val_labels), "test": len(splits["test"][1]) if "test" in splits else 0},
                "settings": {"layers": list(layers), "steps": list(steps), "max_filters": max_filters},
                "seconds": round(time.perf_counter() - started, 1)}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "numbers.md").write_text(numbers_markdown(models, semi_sections))
+    (out_dir / "numbers.md").write_text(numbers_markdown(models, semi_sections, variants))
     console.print(f"report written to {out_dir} in {summary['seconds']:.0f} s (numbers.md, summary.json, figures/, faces/)")
     return summary
 

@@ -25,12 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augment import random_affine
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_parent, save_checkpoint
 from .config import TrainConfig
 from .io import DataError, Split, default_data_path, load_source
 from .models import count_parameters, create_model
+from .onnx_import import UNFOLDED_KEY, calibrate_unfolded_batchnorm
 from .progress import Reporter
 from .splits import Splits, make_splits
+
+CALIBRATION_IMAGES = 4096  # training images that calibrate the BatchNorms of a model fine-tuned from an export
 
 
 class Interrupted(Exception):
@@ -155,7 +158,7 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
                     epoch: int, reporter: Reporter | None = None, label: str = "epoch", total_epochs: int | None = None) -> EpochStats:
     """One pass over (x, y) in shuffled batches with the config's augmentation."""
     device = x.device
-    seed = epoch_seed(config.seed, epoch)
+    seed = epoch_seed(config.weights_seed, epoch)
     torch.manual_seed(seed)  # dropout
     generator = torch.Generator().manual_seed(seed)  # order and augmentation
     order = torch.randperm(len(y), generator=generator).to(device)
@@ -242,9 +245,11 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def initial_weights(config: TrainConfig) -> dict:
-    """The state dict a fine-tuning run (``--init-from``) starts from: the named run's best checkpoint, same model."""
-    ckpt = load_checkpoint(config.init_from, prefer="best")
+def start_from_parent(config: TrainConfig, model: nn.Module, images: torch.Tensor) -> None:
+    """Load the weights a fine-tuning run (``--init-from``) starts from into ``model``: the named run's best
+    checkpoint or an exported ``.onnx`` of the same model. An export with folded BatchNorm is unfolded and
+    its BatchNorms calibrated on ``images`` (training images)."""
+    ckpt = load_parent(config.init_from, prefer="best")
     if ckpt["model_name"] != config.model or ckpt.get("model_kwargs", {}) != config.model_kwargs:
         raise ValueError(f"--init-from {config.init_from}: holds a {ckpt['model_name']!r} model{' ' + str(ckpt['model_kwargs']) if ckpt.get('model_kwargs') else ''}, "
                          f"not the {config.model!r} this run trains")
@@ -253,7 +258,9 @@ def initial_weights(config: TrainConfig) -> dict:
         if key in parent and parent[key] != getattr(config, key):
             raise ValueError(f"--init-from {config.init_from}: was trained with {key}={parent[key]!r}, this run has "
                              f"{getattr(config, key)!r}; the validation split must be the same")
-    return ckpt["state_dict"]
+    model.load_state_dict(ckpt["state_dict"])
+    if ckpt.get(UNFOLDED_KEY):
+        calibrate_unfolded_batchnorm(model, images[:CALIBRATION_IMAGES])
 
 
 def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Reporter | None = None,
@@ -273,12 +280,12 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
     train_x, train_y = as_tensors(splits.train, device)
     val_x, val_y = as_tensors(splits.val, device)
 
-    torch.manual_seed(config.seed)  # the initial weights
+    torch.manual_seed(config.weights_seed)  # the initial weights
     model = create_model(config.model, **config.model_kwargs).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if config.init_from and not resume:
-        model.load_state_dict(initial_weights(config))
+        start_from_parent(config, model, train_x)
     steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     optimizer, scheduler = build_optimizer(config, model, steps_per_epoch)
     history: list[dict] = []

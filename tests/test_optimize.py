@@ -172,6 +172,32 @@ def test_flip_average_variant_is_the_mean_of_the_face_and_its_mirror(exported, s
     assert count_flops(tmp_path / f"{name}.tta.onnx").flops == 2 * count_flops(source).flops
 
 
+def test_ensemble_variant_averages_every_member_on_the_face_and_its_mirror(exported, splits, tmp_path):
+    cnn, dnn = exported / "cnn.onnx", exported / "dnn.onnx"
+    results = optimize_model(cnn, splits, out_dir=tmp_path, variants=["ensemble"], members=[dnn], max_drop=100, log=lambda line: None)
+    assert [r.name for r in results] == ["ensemble"] and results[0].written
+    clf = load_classifier(tmp_path / "cnn.ensemble.onnx")
+    faces = splits.test.images[:37]
+    views = [logits_of(path, f) for path in (cnn, dnn) for f in (faces, faces[:, :, ::-1].copy())]
+    np.testing.assert_allclose(clf.predict_logits(faces), sum(map(_log_softmax, views)) / 4, atol=1e-4)
+    meta = clf.metadata
+    assert meta["variant"] == "fp32-ensemble-flip-average"
+    assert [m["file"] for m in meta["optimization"]["member_files"]] == ["cnn.onnx", "dnn.onnx"]
+    assert count_flops(tmp_path / "cnn.ensemble.onnx").flops == 2 * (count_flops(cnn).flops + count_flops(dnn).flops)
+    from fer_train.explain_runtime import gradient_path
+
+    assert gradient_path(tmp_path / "cnn.ensemble.onnx") == tmp_path / "cnn.grad.onnx"  # explained through its first member
+
+    with pytest.raises(ValueError, match="needs the other models: --with"):
+        optimize_model(cnn, splits, out_dir=tmp_path, variants=["ensemble"], log=lambda line: None)
+    other_split = tmp_path / "other.onnx"
+    proto = onnx.load(str(dnn))
+    next(p for p in proto.metadata_props if p.key == "train_config").value = '{"model": "dnn", "seed": 1}'
+    onnx.save(proto, str(other_split))
+    with pytest.raises(ValueError, match=r"other.onnx: trained with seed=1, cnn.onnx with None; ensemble members must share"):
+        optimize_model(cnn, splits, out_dir=tmp_path, variants=["ensemble"], members=[other_split], log=lambda line: None)
+
+
 def test_int8_quantises_raw_pixels_exactly(exported):
     fast, _ = simplify(onnx.load(str(exported / "dnn.onnx")))
     int8, steps = quantize_int8(fast, make_faces(32, seed=6)[0])

@@ -181,6 +181,31 @@ def test_sharing_the_first_round_changes_nothing(demo_csv, tmp_path):
     _assert_same_weights(_weights(shared.run_dir / "self-training"), _weights(alone.run_dir / "self-training"))
 
 
+def test_parallel_arms_reach_the_same_weights_as_one_after_the_other(demo_csv, tmp_path, capfd):
+    config = _config(demo_csv, semi_rounds=2, semi_threshold=0.15)
+    serial = train_semi(config, tmp_path / "serial", _quiet(), export=False)
+    parallel = train_semi(dataclasses.replace(config, semi_parallel_arms=True), tmp_path / "parallel", Reporter("plain"), export=False)
+    for arm in ("baseline", "self-training"):
+        _assert_same_weights(_weights(serial.run_dir / arm), _weights(parallel.run_dir / arm))
+    rounds = [json.loads((d / "rounds.json").read_text()) for d in (serial.run_dir, parallel.run_dir)]
+    assert _without_timings(rounds[0]["self-training"]) == _without_timings(rounds[1]["self-training"])
+    assert parallel.summary["comparison"] == serial.summary["comparison"]
+    err = capfd.readouterr().err  # the arms' processes write to the same stderr
+    assert "arms baseline, self-training in 2 processes, 1 thread each" in err
+    assert "baseline epoch   2/2" in err and "self-training epoch   2/2" in err
+
+
+def test_sigterm_stops_every_parallel_arm_and_resume_finishes(demo_csv, tmp_path):
+    run = tmp_path / "run"
+    code, last = sigterm_after_event(["--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "40", "--epochs-per-round", "1",
+                                      "--parallel-arms", "--threads", "1", "--run-dir", str(run), "--no-export"], "epoch")
+    assert code == 130 and last["event"] == "interrupted"
+    done = {arm: load_checkpoint(run / arm, "last")["epoch"] for arm in ("baseline", "self-training")}
+    assert all(1 <= d < 40 for d in done.values()), done  # every arm stopped at an epoch boundary, none ran on
+    assert cli_main(["--resume", str(run), "--progress", "plain", "--no-export"]) == 0
+    assert {arm: load_checkpoint(run / arm, "last")["epoch"] for arm in done} == {"baseline": 40, "self-training": 40}
+
+
 def test_an_interrupted_run_resumes_to_the_same_weights(demo_csv, tmp_path, monkeypatch):
     config = _config(demo_csv, semi_threshold=0.15)
     straight = train_semi(config, tmp_path / "straight", _quiet(), export=False)

@@ -31,6 +31,11 @@ def shipped(demo_csv, tmp_path_factory):
 
 
 def test_report_writes_every_figure_and_the_models_own_numbers(shipped, demo_csv, tmp_path):
+    from fer_train.optimize import optimize_model
+
+    splits = load_splits(TrainConfig(data=str(demo_csv)))
+    optimize_model(shipped / "fer-best.onnx", splits, variants=["tta", "ensemble"], members=[shipped / "cnn.onnx"], max_drop=100,
+                   log=lambda line: None)
     out = tmp_path / "report"
     summary = build_report(shipped, out, data=str(demo_csv), layers=("conv2",), steps=(2, 4), max_filters=3)
 
@@ -46,7 +51,6 @@ def test_report_writes_every_figure_and_the_models_own_numbers(shipped, demo_csv
     assert (figures / "semi-cnn-semi.png").stat().st_size > 0 and (figures / "semi-rounds-cnn-semi.png").stat().st_size > 0
 
     # the numbers are those of the files themselves, measured independently here
-    splits = load_splits(TrainConfig(data=str(demo_csv)))
     by_name = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
     assert list(by_name) == ["cnn", "cnn-semi", "fer-best"]  # the report's order, whatever the folder's
     numbers = (out / "numbers.md").read_text()
@@ -63,6 +67,16 @@ def test_report_writes_every_figure_and_the_models_own_numbers(shipped, demo_csv
             assert by_name[name]["accuracy"][split] == pytest.approx(expected, abs=1e-5)
         assert by_name[name]["training"]["epochs"] == 1
         assert f"| `{name}` |" in numbers and f"{100 * by_name[name]['accuracy']['test']:.1f} %" in numbers
+
+    # test-time variants beside a reported model: their own numbers, what they compute, no pictures
+    variants = {m["name"]: m for m in summary["variants"]}
+    assert list(variants) == ["fer-best.tta", "fer-best.ensemble"] and "fer-best.ensemble" not in summary["pictures"]
+    for name, members in (("fer-best.tta", "`fer-best.onnx`"), ("fer-best.ensemble", "`fer-best.onnx`, `cnn.onnx`")):
+        s = splits.get("test")
+        expected = classification_report(s.labels, load_classifier(shipped / f"{name}.onnx").predict_logits(s.images).argmax(1)).accuracy
+        assert variants[name]["accuracy"]["test"] == pytest.approx(expected, abs=1e-5)
+        assert f"| `{name}` | mean log-softmax of" in numbers and f"| {members} |" in numbers
+        assert (figures / f"confusion-{name}.png").exists()
 
 
 def test_a_fine_tuned_model_counts_its_parent_runs_epochs_and_time():

@@ -134,6 +134,43 @@ def test_init_from_starts_from_the_parents_best_weights_and_records_it(demo_csv,
     assert [h["epoch"] for h in whole] == [1, 2, 3, 4] and whole[2]["val_acc"] == pytest.approx(child.history[0]["val_acc"], abs=1e-5)
 
 
+def test_train_seed_trains_another_model_on_the_same_validation_split(demo_csv, tmp_path):
+    runs = {name: train(_config(demo_csv, epochs=1, **kw), tmp_path / name, Reporter("plain"), export=False)
+            for name, kw in [("default", {}), ("same", dict(train_seed=0)), ("other", dict(train_seed=1))]}
+    weights = {name: load_checkpoint(r.run_dir, "last")["state_dict"] for name, r in runs.items()}
+    assert all(torch.equal(weights["default"][k], weights["same"][k]) for k in weights["default"])  # the default is --seed
+    assert not torch.equal(weights["default"]["features.0.weight"], weights["other"]["features.0.weight"])
+    # the validation split is --seed's alone: a model trained with another --train-seed may start from the first
+    train(_config(demo_csv, epochs=1, train_seed=1, init_from=str(runs["default"].run_dir)), tmp_path / "tuned", Reporter("plain"), export=False)
+    with pytest.raises(ValueError, match="seed=0"):
+        train(_config(demo_csv, epochs=1, seed=1, init_from=str(runs["default"].run_dir)), tmp_path / "refused", Reporter("plain"), export=False)
+
+
+def test_init_from_an_exported_model_fine_tunes_the_shipped_file(demo_csv, tmp_path):
+    """The run folders rarely travel with exported/: the .onnx itself is a starting point, with its record."""
+    grand = train(_config(demo_csv, epochs=1), tmp_path / "grand", Reporter("plain"), export=False)
+    parent = train(_config(demo_csv, epochs=2, init_from=str(grand.run_dir), export_name="shipped", export_dir=str(tmp_path / "x")),
+                   tmp_path / "parent", Reporter("plain"))
+    shipped = tmp_path / "x" / "shipped.onnx"
+    child = train(_config(demo_csv, epochs=1, lr=0.0, init_from=str(shipped), export_name="child", export_dir=str(tmp_path / "x")),
+                  tmp_path / "child", Reporter("plain"))
+    best = load_checkpoint(parent.run_dir, "best")
+    tuned = load_checkpoint(child.run_dir, "last")["state_dict"]
+    for key, value in best["state_dict"].items():
+        assert torch.equal(value, tuned[key]), key
+    best_val = next(h["val_loss"] for h in parent.history if h["epoch"] == best["best_epoch"])
+    assert child.history[0]["val_loss"] == pytest.approx(best_val, rel=1e-5)
+    earlier = load_classifier(tmp_path / "x" / "child.onnx").metadata["training"]["training"]["initialized_from"]
+    assert earlier["run"] == str(shipped) and earlier["epochs"] == 3
+    assert [(c["run"], c["epochs"]) for c in earlier["cycles"]] == [(str(grand.run_dir), 1), (str(shipped), 2)]
+    assert [h["epoch"] for h in earlier["history"]] == [1, 2, 3]
+
+    with pytest.raises(ValueError, match="not the 'dnn'"):
+        train(_config(demo_csv, model="dnn", init_from=str(shipped)), tmp_path / "dnn", Reporter("plain"), export=False)
+    with pytest.raises(ValueError, match="limit_val=48"):
+        train(_config(demo_csv, limit_val=40, init_from=str(shipped)), tmp_path / "other-split", Reporter("plain"), export=False)
+
+
 @pytest.mark.parametrize("change, message", [(dict(model="dnn"), "not the 'dnn'"), (dict(limit_val=40), "limit_val=48")])
 def test_init_from_refuses_another_model_or_another_validation_split(demo_csv, tmp_path, change, message):
     parent = train(_config(demo_csv, epochs=1), tmp_path / "parent", Reporter("plain"), export=False)
