@@ -100,7 +100,8 @@ def training_summary(checkpoint: dict, history: list[dict] | None = None) -> dic
         **_span(checkpoint, history),
         "hardware": f"CPU {platform.machine()}, {config.get('threads') or 'all'} threads" if config.get("device", "auto") != "cuda" else "CUDA",
         "history": _slim(history),
-        **_parent_summary(config.get("init_from")),
+        **({"initialized_from": checkpoint["initialized_from"]} if checkpoint.get("initialized_from")
+           else parent_summary(config.get("init_from"))),  # recorded when the run started: the parent file may since be replaced
     }}
 
 
@@ -130,7 +131,7 @@ def semi_summary(arm_dir: Path) -> dict:
     return {"semi": {"arm": arm_dir.name, **{k: summary[k] for k in kept if k in summary}, "histories": histories}}
 
 
-def _parent_summary(init_from: str | None) -> dict:
+def parent_summary(init_from: str | None) -> dict:
     """A fine-tuned run (``--init-from``) also records the runs it started from: their epochs, wall time and
     curves. A chain of fine-tunings (a run started from a run that was itself started from another) is followed
     to its first run: ``epochs``, ``wall_seconds`` and ``history`` then cover every earlier run, one after the
@@ -146,7 +147,7 @@ def _parent_summary(init_from: str | None) -> dict:
     if "parent_summary" in parent:  # an export: the chain before it is in its metadata
         earlier = parent["parent_summary"]
     else:
-        earlier = _parent_summary((parent.get("config") or {}).get("init_from")).get("initialized_from") or {}
+        earlier = parent_summary((parent.get("config") or {}).get("init_from")).get("initialized_from") or {}
     offset = earlier.get("epochs") or 0
     history = (earlier.get("history") or []) + [{**h, "epoch": h["epoch"] + offset} for h in _slim(parent.get("history") or [])]
     cycles = (earlier.get("cycles") or ([{k: earlier[k] for k in ("run", "epochs", "wall_seconds") if k in earlier}] if earlier else []))

@@ -284,8 +284,12 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
     model = create_model(config.model, **config.model_kwargs).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    parent_record = None  # the runs this one starts from, as they were when it started
     if config.init_from and not resume:
+        from .export import parent_summary
+
         start_from_parent(config, model, train_x)
+        parent_record = parent_summary(config.init_from).get("initialized_from")
     steps_per_epoch = math.ceil(len(train_y) / config.batch_size)
     optimizer, scheduler = build_optimizer(config, model, steps_per_epoch)
     history: list[dict] = []
@@ -298,6 +302,7 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
             scheduler.load_state_dict(ckpt["scheduler"])
         history = list(ckpt["history"])
         best_acc, best_epoch, start_epoch = ckpt["best_metric"], ckpt["best_epoch"], ckpt["epoch"] + 1
+        parent_record = ckpt.get("initialized_from")
     else:
         run_dir.mkdir(parents=True, exist_ok=False)
     _write_json(run_dir / "config.json", config.to_dict())
@@ -306,7 +311,8 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
                   epochs=config.epochs, start_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
                   train_size=len(train_y), val_size=len(val_y), device=str(device), config=config.to_dict())
     started = time.perf_counter()
-    common = dict(model_name=config.model, model_kwargs=config.model_kwargs, config=config.to_dict())
+    common = dict(model_name=config.model, model_kwargs=config.model_kwargs, config=config.to_dict(),
+                  extra={"initialized_from": parent_record} if parent_record else None)
     interrupted = False
     epoch = start_epoch - 1
     try:

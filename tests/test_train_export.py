@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from fer_train.checkpoint import load_checkpoint, model_from_checkpoint
 from fer_train.cli import main as cli_main
 from fer_train.config import TrainConfig
 from fer_train.constants import CLASS_NAMES
-from fer_train.export import ExportError, export_onnx
+from fer_train.export import ExportError, export_onnx, export_run
 from fer_train.models import create_model
 from fer_train.progress import Reporter
 from fer_train.runtime import ModelError, load_classifier
@@ -164,6 +165,11 @@ def test_init_from_an_exported_model_fine_tunes_the_shipped_file(demo_csv, tmp_p
     assert earlier["run"] == str(shipped) and earlier["epochs"] == 3
     assert [(c["run"], c["epochs"]) for c in earlier["cycles"]] == [(str(grand.run_dir), 1), (str(shipped), 2)]
     assert [h["epoch"] for h in earlier["history"]] == [1, 2, 3]
+    # the fine-tuned model is shipped in its parent's place; exporting its run again keeps the record it started with
+    shutil.copyfile(tmp_path / "x" / "child.onnx", shipped)
+    export_run(child.run_dir, export_name="again", export_dir=tmp_path / "x")
+    again = load_classifier(tmp_path / "x" / "again.onnx").metadata["training"]["training"]["initialized_from"]
+    assert again["cycles"] == earlier["cycles"] and again["epochs"] == 3
 
     with pytest.raises(ValueError, match="not the 'dnn'"):
         train(_config(demo_csv, model="dnn", init_from=str(shipped)), tmp_path / "dnn", Reporter("plain"), export=False)
