@@ -286,9 +286,10 @@ def optimize_main(argv: list[str]) -> int:
     p.add_argument("--variants", nargs="+", default=["fast", "int8"], choices=VARIANTS,
                    help="tta: <stem>.tta.onnx, the mean of the model's log-probabilities on the face and its mirror image "
                         "(2× the compute; for models trained with --flip); ensemble: <stem>.ensemble.onnx, the mean of this model's "
-                        "and the --with models' log-probabilities, each on the face and its mirror image (default: fast int8)")
+                        "and the --with models' log-probabilities (default: fast int8)")
     p.add_argument("--with", dest="members", action="append", default=[], metavar="OTHER.onnx",
                    help="ensemble: another exported model (same validation split) to average with; repeat for more")
+    p.add_argument("--ensemble-flip", action="store_true", help="ensemble: also run every member on the mirror image (2× the compute)")
     p.add_argument("--calibration", type=int, default=1000, metavar="N", help="validation faces to calibrate int8 on (default: %(default)s)")
     p.add_argument("--weight-bits", type=int, default=7, choices=(7, 8), help="int8 weights: 7 bits give the same results on every "
                    "x86 CPU, 8 are finer but can overflow on CPUs without VNNI (default: %(default)s)")
@@ -299,7 +300,7 @@ def optimize_main(argv: list[str]) -> int:
         splits = load_optimize_splits(Path(args.model), args.data)
         results = optimize_model(args.model, splits, out_dir=args.out_dir, variants=args.variants, calibration_images=args.calibration,
                                  weight_bits=args.weight_bits, max_drop=args.max_drop, log=lambda line: console.print(line, soft_wrap=True),
-                                 members=args.members)
+                                 members=args.members, ensemble_flip=args.ensemble_flip)
     except (DataError, ValueError, FileNotFoundError, ModelError, OptimizeError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2

@@ -867,11 +867,11 @@ def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[d
 
 def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None = None, variants=("fast", "int8"),
                    calibration_images: int = 1000, weight_bits: int = 7, max_drop: float = MAX_ACCURACY_DROP, log=print,
-                   members: list | None = None) -> list[VariantResult]:
+                   members: list | None = None, ensemble_flip: bool = False) -> list[VariantResult]:
     """Write ``<stem>.fast.onnx`` and ``<stem>.int8.onnx`` beside the model (or in ``out_dir``), each only if
     it passes its checks: logits within :data:`FUSED_ATOL` for the fp32 rewrite, the accuracy gate for both.
-    ``tta`` and ``ensemble`` (this model with the ``members`` files, each on the face and its mirror image)
-    pass the accuracy gate too.
+    ``tta`` and ``ensemble`` (this model with the ``members`` files; with ``ensemble_flip`` each also on the
+    mirror image) pass the accuracy gate too.
 
     ``splits`` needs ``.val`` (calibration: its first ``calibration_images`` faces) and ``.test`` (the gate).
     """
@@ -909,7 +909,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
         elif name == "tta":
             model, steps = flip_average(source)
         elif name == "ensemble":
-            model, steps = ensemble_average([source] + others, flip=True)
+            model, steps = ensemble_average([source] + others, flip=ensemble_flip)
             steps["member_files"] = [{"file": model_path.name, "sha256": _sha256(model_path)[:16],
                                       "metrics": original_meta.get("metrics", {})}] + member_records
         else:
@@ -923,7 +923,8 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
             log(f"  {path.name}: {results[-1].message}")
             continue
         metrics = _split_metrics({"val": (logits_of(model, val.images), val.labels), "test": (test_logits, test.labels)})
-        label = {"fast": "fp32-fast", "tta": "fp32-flip-average", "ensemble": "fp32-ensemble-flip-average"}.get(name, name)
+        label = {"fast": "fp32-fast", "tta": "fp32-flip-average",
+                 "ensemble": "fp32-ensemble-flip-average" if ensemble_flip else "fp32-ensemble"}.get(name, name)
         _save(model, path, variant_metadata(original_meta, label, gate, metrics, steps, model_path))
         results.append(VariantResult(name, path, gate, True, steps, f"written: {gate}"))
         log(f"  {path.name}: {results[-1].message}")

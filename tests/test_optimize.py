@@ -174,16 +174,19 @@ def test_flip_average_variant_is_the_mean_of_the_face_and_its_mirror(exported, s
 
 def test_ensemble_variant_averages_every_member_on_the_face_and_its_mirror(exported, splits, tmp_path):
     cnn, dnn = exported / "cnn.onnx", exported / "dnn.onnx"
-    results = optimize_model(cnn, splits, out_dir=tmp_path, variants=["ensemble"], members=[dnn], max_drop=100, log=lambda line: None)
-    assert [r.name for r in results] == ["ensemble"] and results[0].written
-    clf = load_classifier(tmp_path / "cnn.ensemble.onnx")
     faces = splits.test.images[:37]
-    views = [logits_of(path, f) for path in (cnn, dnn) for f in (faces, faces[:, :, ::-1].copy())]
-    np.testing.assert_allclose(clf.predict_logits(faces), sum(map(_log_softmax, views)) / 4, atol=1e-4)
-    meta = clf.metadata
-    assert meta["variant"] == "fp32-ensemble-flip-average"
-    assert [m["file"] for m in meta["optimization"]["member_files"]] == ["cnn.onnx", "dnn.onnx"]
-    assert count_flops(tmp_path / "cnn.ensemble.onnx").flops == 2 * (count_flops(cnn).flops + count_flops(dnn).flops)
+    for flip in (False, True):
+        results = optimize_model(cnn, splits, out_dir=tmp_path, variants=["ensemble"], members=[dnn], max_drop=100, log=lambda line: None,
+                                 ensemble_flip=flip)
+        assert [r.name for r in results] == ["ensemble"] and results[0].written
+        clf = load_classifier(tmp_path / "cnn.ensemble.onnx")
+        views = [logits_of(path, f) for path in (cnn, dnn) for f in ((faces, faces[:, :, ::-1].copy()) if flip else (faces,))]
+        np.testing.assert_allclose(clf.predict_logits(faces), sum(map(_log_softmax, views)) / len(views), atol=1e-4)
+        meta = clf.metadata
+        assert meta["variant"] == ("fp32-ensemble-flip-average" if flip else "fp32-ensemble")
+        assert [m["file"] for m in meta["optimization"]["member_files"]] == ["cnn.onnx", "dnn.onnx"]
+        flops = count_flops(cnn).flops + count_flops(dnn).flops
+        assert count_flops(tmp_path / "cnn.ensemble.onnx").flops == (2 if flip else 1) * flops
     from fer_train.explain_runtime import gradient_path
 
     assert gradient_path(tmp_path / "cnn.ensemble.onnx") == tmp_path / "cnn.grad.onnx"  # explained through its first member
