@@ -861,7 +861,7 @@ def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[d
                 raise ValueError(f"{path}: trained with {key}={theirs.get(key)!r}, {model_path.name} with {mine.get(key)!r}; "
                                  "ensemble members must share the validation split")
         models.append(onnx.load(str(path)))
-        records.append({"file": path.name, "sha256": _sha256(path)[:16], "metrics": meta.get("metrics", {})})
+        records.append({"file": str(path), "sha256": _sha256(path)[:16], "metrics": meta.get("metrics", {})})
     return models, records
 
 
@@ -910,7 +910,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
             model, steps = flip_average(source)
         elif name == "ensemble":
             model, steps = ensemble_average([source] + others, flip=ensemble_flip)
-            steps["member_files"] = [{"file": model_path.name, "sha256": _sha256(model_path)[:16],
+            steps["member_files"] = [{"file": str(model_path), "sha256": _sha256(model_path)[:16],
                                       "metrics": original_meta.get("metrics", {})}] + member_records
         else:
             depthwise, pools = average_pool_as_depthwise_conv(fast)
