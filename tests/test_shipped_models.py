@@ -15,7 +15,7 @@ from fer_train.train import load_splits
 from fer_tui.catalog import find_models, load_entry
 
 EXPORTED = Path(__file__).resolve().parent.parent / "exported"
-SHIPPED = ("cnn", "dnn", "cnn-semi", "fer-best", "fer-best.tta")  # the four, and fer-best with flip averaging
+SHIPPED = ("cnn", "dnn", "cnn-semi", "fer-best", "fer-best.tta", "fer-best.ensemble")  # the four; fer-best with flip averaging, and an ensemble
 
 
 @pytest.fixture(scope="module")
