@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 OPTIMIZERS = ("adam", "adadelta", "sgd")
+# the settings that decide which images are held out for validation: two models agree on them, or one has trained
+# on the other's validation faces (checked by --init-from and by the ensemble variant)
+SPLIT_KEYS = ("data", "val_fraction", "seed", "limit_train", "limit_val")
 SCHEDULES = ("none", "cosine", "onecycle")
 DEFAULT_LR = {"adam": 1e-3, "adadelta": 1.0, "sgd": 0.05}
 

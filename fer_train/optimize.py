@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import SPLIT_KEYS
 from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
 
 VARIANTS = ("fast", "int8", "tta", "ensemble")  # tta (flip averaging) and ensemble (with --with members) only when asked
@@ -448,33 +449,8 @@ def flip_average(model):
     """Test-time flip augmentation inside the graph: every face and its mirror image go through the model as one
     batch of 2N, and the output is the mean of the two log-softmax vectors (log of the geometric mean of the two
     probability vectors, so still valid logits: their softmax is a probability vector). Costs 2× the compute.
-    Returns ``(model, steps)``."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    flipped = _copy(model)
-    graph = flipped.graph
-    pair, pair_logits = "tta_pair", "tta_pair_logits"
-    nodes = []
-    for node in graph.node:
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.input[:] = [pair if name == ONNX_INPUT else name for name in copy.input]
-        copy.output[:] = [pair_logits if name == ONNX_OUTPUT else name for name in copy.output]
-        nodes.append(copy)
-    classes = graph.output[0].type.tensor_type.shape.dim[-1].dim_value or len(CLASS_NAMES)
-    opset = next((o.version for o in flipped.opset_import if o.domain in ("", "ai.onnx")), 13)
-    constants = {"tta_starts": [-1], "tta_ends": [np.iinfo(np.int64).min], "tta_axes": [3], "tta_steps": [-1], "tta_shape": [2, -1, classes],
-                 **({"tta_mean_axes": [0]} if opset >= 18 else {})}
-    graph.initializer.extend(numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items())
-    mean = (helper.make_node("ReduceMean", ["tta_log_probs", "tta_mean_axes"], [ONNX_OUTPUT], keepdims=0) if opset >= 18
-            else helper.make_node("ReduceMean", ["tta_log_probs"], [ONNX_OUTPUT], axes=[0], keepdims=0))
-    before = [helper.make_node("Slice", [ONNX_INPUT, "tta_starts", "tta_ends", "tta_axes", "tta_steps"], ["tta_mirror"]),  # x[..., ::-1]
-              helper.make_node("Concat", [ONNX_INPUT, "tta_mirror"], [pair], axis=0)]
-    after = [helper.make_node("Reshape", [pair_logits, "tta_shape"], ["tta_halves"]),  # (2, N, classes): faces, then mirrors
-             helper.make_node("LogSoftmax", ["tta_halves"], ["tta_log_probs"], axis=-1), mean]
-    _set_nodes(flipped, before + nodes + after)
-    onnx.checker.check_model(flipped)
+    The one-model case of :func:`ensemble_average`. Returns ``(model, steps)``."""
+    flipped, _ = ensemble_average([model], flip=True)
     return flipped, {"flip_average": "mean log-softmax of the face and its mirror image"}
 
 
@@ -856,7 +832,7 @@ def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[d
     for path in map(Path, paths):
         meta = load_classifier(path).metadata  # raises ModelError naming the file
         theirs = meta.get(META_CONFIG) or {}
-        for key in ("data", "val_fraction", "seed", "limit_train", "limit_val"):
+        for key in SPLIT_KEYS:
             if theirs.get(key) != mine.get(key):
                 raise ValueError(f"{path}: trained with {key}={theirs.get(key)!r}, {model_path.name} with {mine.get(key)!r}; "
                                  "ensemble members must share the validation split")

@@ -104,17 +104,22 @@ def test_resume_reaches_the_same_weights(demo_csv, tmp_path):
         assert torch.equal(a[key], b[key]), key
 
 
-def test_init_from_starts_from_the_parents_best_weights_and_records_it(demo_csv, tmp_path):
-    parent = train(_config(demo_csv, epochs=2), tmp_path / "parent", Reporter("plain"), export=False)
-    # a learning rate of zero keeps the weights: the fine-tuned run must then hold the parent's best ones exactly
-    child = train(_config(demo_csv, epochs=1, lr=0.0, init_from=str(parent.run_dir), export_name="child", export_dir=str(tmp_path / "x")),
-                  tmp_path / "child", Reporter("plain"))
+def _assert_holds_the_parents_best_weights(parent, child) -> None:
+    """After one epoch at learning rate zero, ``child`` holds ``parent``'s best weights exactly and starts where they scored."""
     best = load_checkpoint(parent.run_dir, "best")
     tuned = load_checkpoint(child.run_dir, "last")["state_dict"]
     for key, value in best["state_dict"].items():
         assert torch.equal(value, tuned[key]), key
     best_val = next(h["val_loss"] for h in parent.history if h["epoch"] == best["best_epoch"])
     assert child.history[0]["val_loss"] == pytest.approx(best_val, rel=1e-5)
+
+
+def test_init_from_starts_from_the_parents_best_weights_and_records_it(demo_csv, tmp_path):
+    parent = train(_config(demo_csv, epochs=2), tmp_path / "parent", Reporter("plain"), export=False)
+    # a learning rate of zero keeps the weights: the fine-tuned run must then hold the parent's best ones exactly
+    child = train(_config(demo_csv, epochs=1, lr=0.0, init_from=str(parent.run_dir), export_name="child", export_dir=str(tmp_path / "x")),
+                  tmp_path / "child", Reporter("plain"))
+    _assert_holds_the_parents_best_weights(parent, child)
     training = load_classifier(tmp_path / "x" / "child.onnx").metadata["training"]["training"]
     assert training["epochs"] == 1 and training["initialized_from"]["epochs"] == 2
     assert [h["epoch"] for h in training["initialized_from"]["history"]] == [1, 2]  # the report draws the whole curve
@@ -155,12 +160,7 @@ def test_init_from_an_exported_model_fine_tunes_the_shipped_file(demo_csv, tmp_p
     shipped = tmp_path / "x" / "shipped.onnx"
     child = train(_config(demo_csv, epochs=1, lr=0.0, init_from=str(shipped), export_name="child", export_dir=str(tmp_path / "x")),
                   tmp_path / "child", Reporter("plain"))
-    best = load_checkpoint(parent.run_dir, "best")
-    tuned = load_checkpoint(child.run_dir, "last")["state_dict"]
-    for key, value in best["state_dict"].items():
-        assert torch.equal(value, tuned[key]), key
-    best_val = next(h["val_loss"] for h in parent.history if h["epoch"] == best["best_epoch"])
-    assert child.history[0]["val_loss"] == pytest.approx(best_val, rel=1e-5)
+    _assert_holds_the_parents_best_weights(parent, child)
     earlier = load_classifier(tmp_path / "x" / "child.onnx").metadata["training"]["training"]["initialized_from"]
     assert earlier["run"] == str(shipped) and earlier["epochs"] == 3
     assert [(c["run"], c["epochs"]) for c in earlier["cycles"]] == [(str(grand.run_dir), 1), (str(shipped), 2)]
