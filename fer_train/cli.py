@@ -101,6 +101,7 @@ def train_main(argv: list[str]) -> int:
     if args.data is not None and not Path(args.data).exists():  # before torch's import, which takes seconds
         reporter.emit("error", message=str(DataError(args.data, "no such file or folder")))
         return 2
+    from .semi import ArmFailed
     from .train import new_run_dir, train
 
     try:
@@ -142,6 +143,9 @@ def train_main(argv: list[str]) -> int:
     except (DataError, ValueError, FileNotFoundError) as exc:
         reporter.emit("error", message=str(exc))
         return 2
+    except ArmFailed as exc:  # every other arm finished or saved its epoch; the message says how to go on
+        reporter.emit("error", message=str(exc))
+        return 1
     return 130 if result.interrupted else 0
 
 

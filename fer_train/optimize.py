@@ -454,10 +454,12 @@ def flip_average(model):
     return flipped, {"flip_average": "mean log-softmax of the face and its mirror image"}
 
 
-def ensemble_average(models: list, flip: bool = True):
+def ensemble_average(models: list, flip: bool = True, weights: list[int] | None = None):
     """One graph that runs every model (and, with ``flip``, on the face and its mirror image too) and outputs
     the mean of their log-softmax vectors, as :func:`flip_average` does for one model. Each member's tensors
-    are renamed ``m<k>_…``; the first model's graph input, output and opset are kept. Returns ``(model, steps)``."""
+    are renamed ``m<k>_…``; the first model's graph input, output and opset are kept. A member of weight ``w``
+    (an ensemble of ``w`` models itself) counts ``w`` times, so nesting gives the flat ensemble's predictions.
+    Returns ``(model, steps)``."""
     import onnx
     from onnx import compose, helper, numpy_helper
 
@@ -484,15 +486,16 @@ def ensemble_average(models: list, flip: bool = True):
         initializers += list(renamed.graph.initializer)
         nodes += [helper.make_node("Reshape", [prefix + ONNX_OUTPUT, "ens_shape"], [prefix + "views"]),  # (views, N, classes)
                   helper.make_node("LogSoftmax", [prefix + "views"], [prefix + "log_probs"], axis=-1)]
-        member_outputs.append(prefix + "log_probs")
+        member_outputs += [prefix + "log_probs"] * (weights[k] if weights else 1)
     nodes.append(helper.make_node("Concat", member_outputs, ["ens_all"], axis=0))  # (members × views, N, classes)
     nodes.append(helper.make_node("ReduceMean", ["ens_all", "ens_mean_axes"], [ONNX_OUTPUT], keepdims=0) if opset >= 18
                  else helper.make_node("ReduceMean", ["ens_all"], [ONNX_OUTPUT], axes=[0], keepdims=0))
     graph = helper.make_graph(nodes, base.graph.name or "fer-ensemble", list(base.graph.input), list(base.graph.output), initializers)
     combined = helper.make_model(graph, opset_imports=list(base.opset_import), ir_version=base.ir_version)
     onnx.checker.check_model(combined)
-    return combined, {"ensemble": f"mean log-softmax of {len(models)} models" + (" on the face and its mirror image" if flip else ""),
-                      "members": len(models)}
+    count = sum(weights) if weights else len(models)
+    return combined, {"ensemble": f"mean log-softmax of {count} models" + (" on the face and its mirror image" if flip else ""),
+                      "members": count}
 
 
 def _tensor_ranges(model, names: list[str], images: np.ndarray, batch_size: int = 256) -> dict[str, tuple[float, float]]:
@@ -818,9 +821,10 @@ def _remove_stale(path: Path, source: Path) -> str:
     return f"; removed the old {path.name}, made from another version of {source.name}"
 
 
-def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[dict]]:
-    """The other models of an ensemble, loaded and checked: the fer contract, and the same validation split
-    (else the ensemble's validation accuracy would count faces a member trained on)."""
+def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[dict], list[int]]:
+    """The other models of an ensemble, loaded and checked: the fer contract, the same validation split (else
+    the ensemble's validation accuracy would count faces a member trained on), and no model twice. A member
+    that is an ensemble itself weighs as many models as it holds (its record lists them)."""
     import onnx
 
     from .runtime import META_CONFIG, load_classifier
@@ -828,7 +832,10 @@ def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[d
     if not paths:
         raise ValueError("--variants ensemble needs the other models: --with OTHER.onnx (one or more)")
     mine = original_meta.get(META_CONFIG) or {}
-    models, records = [], []
+    models, records, weights = [], [], []
+    seen = {_sha256(model_path)[:16]: str(model_path)}
+    for inner in _ensemble_members(original_meta)[0]:
+        seen.setdefault(inner["sha256"], f"{inner['file']} (in {model_path})")
     for path in map(Path, paths):
         meta = load_classifier(path).metadata  # raises ModelError naming the file
         theirs = meta.get(META_CONFIG) or {}
@@ -836,9 +843,26 @@ def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[d
             if theirs.get(key) != mine.get(key):
                 raise ValueError(f"{path}: trained with {key}={theirs.get(key)!r}, {model_path.name} with {mine.get(key)!r}; "
                                  "ensemble members must share the validation split")
+        record = {"file": str(path), "sha256": _sha256(path)[:16], "metrics": meta.get("metrics", {})}
+        inner, weight = _ensemble_members(meta)
+        for m in [record] + [dict(m, file=f"{m['file']} (in {path})") for m in inner]:
+            if m["sha256"] in seen:
+                raise ValueError(f"{m['file']} is {seen[m['sha256']]} again: an ensemble holds each model once")
+            seen[m["sha256"]] = m["file"]
+        if inner:
+            record["members"] = inner
         models.append(onnx.load(str(path)))
-        records.append({"file": str(path), "sha256": _sha256(path)[:16], "metrics": meta.get("metrics", {})})
-    return models, records
+        records.append(record)
+        weights.append(weight)
+    return models, records, weights
+
+
+def _ensemble_members(meta: dict) -> tuple[list[dict], int]:
+    """An ensemble file's member records and how many models it averages; ``([], 1)`` for one model."""
+    optimization = meta.get("optimization") or {}
+    if "ensemble" not in optimization:
+        return [], 1
+    return optimization.get("member_files") or [], int(optimization.get("members", 1))
 
 
 def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None = None, variants=("fast", "int8"),
@@ -868,7 +892,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
     fp32_accuracy = accuracy_points(fp32_test, test.labels)
     log(f"{model_path}: fp32 PublicTest accuracy {fp32_accuracy:.2f}% on {len(test):,} faces")
 
-    others, member_records = _members(model_path, members, original_meta) if "ensemble" in variants else ([], [])
+    others, member_records, weights = _members(model_path, members, original_meta) if "ensemble" in variants else ([], [], [])
     fast, fast_steps = simplify(source)
     results = []
     for name in variants:
@@ -885,7 +909,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
         elif name == "tta":
             model, steps = flip_average(source)
         elif name == "ensemble":
-            model, steps = ensemble_average([source] + others, flip=ensemble_flip)
+            model, steps = ensemble_average([source] + others, flip=ensemble_flip, weights=[_ensemble_members(original_meta)[1]] + weights)
             steps["member_files"] = [{"file": str(model_path), "sha256": _sha256(model_path)[:16],
                                       "metrics": original_meta.get("metrics", {})}] + member_records
         else:

@@ -37,6 +37,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -448,6 +449,11 @@ class SemiResult:
         return self.summary["arms"][self.summary["main_arm"]]["best_val_acc"] if self.summary else float("nan")
 
 
+class ArmFailed(RuntimeError):
+    """An arm of a ``--parallel-arms`` run died (killed, out of memory, a bug): which one, with what exit code,
+    and that ``--resume`` continues from its last saved epoch."""
+
+
 def _arm_process(config: dict, run_dir: str, arm: str, mode: str, threads: int) -> None:
     """One arm of a ``--parallel-arms`` run, in its own process (and process group: a Ctrl-C reaches the parent,
     which passes on one SIGTERM, so a checkpoint being written is always finished)."""
@@ -471,11 +477,16 @@ def _epochs_done(arm_dir: Path) -> int:
     return load_checkpoint(arm_dir / "last.pt")["epoch"] if (arm_dir / "last.pt").exists() else 0
 
 
+def _how_it_ended(exitcode: int) -> str:
+    if exitcode < 0:  # multiprocessing's code for a process ended by a signal
+        return f"was killed by {signal.Signals(-exitcode).name}"
+    return f"stopped with exit code {exitcode}"
+
+
 def run_arms_in_processes(config: TrainConfig, run_dir: Path, arms: list[str], reporter: Reporter) -> None:
     """Train ``arms`` at the same time, one process each, into ``run_dir/<arm>``. Raises ``Interrupted`` once
-    every process has saved its epoch when a stop was asked for, ``RuntimeError`` naming an arm that failed."""
+    every process has saved its epoch when a stop was asked for, :class:`ArmFailed` naming each arm that failed."""
     import multiprocessing
-    import signal
 
     from . import train as train_module
 
@@ -487,10 +498,14 @@ def run_arms_in_processes(config: TrainConfig, run_dir: Path, arms: list[str], r
     reporter.emit("message", text=f"arms {', '.join(arms)} in {len(arms)} processes, {threads} thread{'s' if threads > 1 else ''} each")
     for process in processes.values():
         process.start()
-    forwarded = False
+    forwarded, told = False, set()
     while any(p.is_alive() for p in processes.values()):
         for p in processes.values():
             p.join(timeout=0.5)
+        for arm, p in processes.items():  # say at once that an arm died, not after the others' hours
+            if p.exitcode not in (None, 0, 130) and arm not in told:
+                told.add(arm)
+                reporter.emit("message", text=f"arm {arm} {_how_it_ended(p.exitcode)}; the other arms go on")
         if train_module._stop_signal is not None and not forwarded:  # Ctrl-C or SIGTERM to this process: stop every arm
             for p in processes.values():
                 if p.is_alive():
@@ -500,7 +515,7 @@ def run_arms_in_processes(config: TrainConfig, run_dir: Path, arms: list[str], r
         raise Interrupted("stopped")
     failed = {arm: p.exitcode for arm, p in processes.items() if p.exitcode != 0}
     if failed:
-        raise RuntimeError("; ".join(f"arm {arm} stopped with exit code {code} (its last epoch is in {run_dir / arm}; "
+        raise ArmFailed("; ".join(f"arm {arm} {_how_it_ended(code)} (its last epoch is in {run_dir / arm}; "
                                      f"--resume {run_dir} continues)" for arm, code in failed.items()))
 
 

@@ -52,7 +52,10 @@ class ModelNumbers:
 def _variant_of(meta: dict) -> dict:
     optimization = meta.get("optimization") or {}
     if "ensemble" in optimization:
-        return {"what": optimization["ensemble"], "members": [m["file"] for m in optimization.get("member_files") or []]}
+        members = []
+        for m in optimization.get("member_files") or []:  # a nested ensemble: the models it holds
+            members += [f"{inner['file']} (in {m['file']})" for inner in m["members"]] if m.get("members") else [m["file"]]
+        return {"what": optimization["ensemble"], "members": members}
     if "flip_average" in optimization:
         return {"what": optimization["flip_average"], "members": [optimization.get("source", "")]}
     return {}

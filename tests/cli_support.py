@@ -7,17 +7,33 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+
+def act_after_event(args: list[str], event: str, act) -> tuple[int, list[dict], str]:
+    """Run ``python -m fer_train.cli ARGS --progress json``, call ``act(process)`` once ``event`` arrives, and
+    return the exit code, the JSON events written after it and everything written to stderr."""
+    cmd = [sys.executable, "-m", "fer_train.cli", *args, "--progress", "json"]
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        for line in proc.stdout:
+            if json.loads(line)["event"] == event:
+                break
+        act(proc)
+        out = proc.stdout.read()
+        code = proc.wait(timeout=120)
+        err.seek(0)
+        return code, [json.loads(line) for line in out.strip().splitlines()], err.read()
 
 
 def sigterm_after_event(args: list[str], event: str) -> tuple[int, dict]:
-    """Run ``python -m fer_train.cli ARGS --progress json``, send SIGTERM once ``event`` arrives, and
-    return the exit code and the last JSON event it wrote."""
-    cmd = [sys.executable, "-m", "fer_train.cli", *args, "--progress", "json"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in proc.stdout:
-        if json.loads(line)["event"] == event:
-            break
-    proc.send_signal(signal.SIGTERM)
-    out = proc.stdout.read()
-    code = proc.wait(timeout=60)
-    return code, json.loads(out.strip().splitlines()[-1])
+    """SIGTERM to ``fer-train ARGS`` once ``event`` arrives: the exit code and the last JSON event it wrote."""
+    code, events, _ = act_after_event(args, event, lambda proc: proc.send_signal(signal.SIGTERM))
+    return code, events[-1]
+
+
+def child_processes(pid: int, marker: str) -> list[int]:
+    """The children of ``pid`` whose command line holds ``marker`` (Linux /proc)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children if marker in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]

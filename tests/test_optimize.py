@@ -201,6 +201,29 @@ def test_ensemble_variant_averages_every_member_on_the_face_and_its_mirror(expor
         optimize_model(cnn, splits, out_dir=tmp_path, variants=["ensemble"], members=[other_split], log=lambda line: None)
 
 
+def test_an_ensemble_joins_another_as_the_models_it_holds_and_no_model_twice(exported, splits, tmp_path):
+    cnn, dnn, cnn2 = exported / "cnn.onnx", exported / "dnn.onnx", tmp_path / "cnn2.onnx"
+    _export("cnn", cnn2, slopes=(-0.5, 0.3))  # a third model
+    quiet = {"splits": splits, "variants": ["ensemble"], "max_drop": 100, "log": lambda line: None}
+    optimize_model(cnn, out_dir=tmp_path / "pair", members=[dnn], **quiet)
+    pair = tmp_path / "pair" / "cnn.ensemble.onnx"
+    optimize_model(cnn2, out_dir=tmp_path / "three", members=[pair], **quiet)
+    three = load_classifier(tmp_path / "three" / "cnn2.ensemble.onnx")
+    faces = splits.test.images[:37]
+    flat = sum(_log_softmax(logits_of(path, faces)) for path in (cnn, dnn, cnn2)) / 3
+    # the same ranking as the flat mean of three, up to a constant per face (the pair's mean is renormalised)
+    np.testing.assert_allclose(_log_softmax(three.predict_logits(faces)), _log_softmax(flat), atol=1e-4)
+    optimization = three.metadata["optimization"]
+    assert optimization["members"] == 3 and optimization["ensemble"] == "mean log-softmax of 3 models"
+    assert [m["file"] for m in optimization["member_files"]] == [str(cnn2), str(pair)]
+    assert [m["file"] for m in optimization["member_files"][1]["members"]] == [str(cnn), str(dnn)]
+
+    with pytest.raises(ValueError, match=rf"{dnn} \(in {pair}\) is {dnn} again: an ensemble holds each model once"):
+        optimize_model(dnn, out_dir=tmp_path / "again", members=[pair], **quiet)
+    with pytest.raises(ValueError, match="an ensemble holds each model once"):
+        optimize_model(cnn2, out_dir=tmp_path / "again", members=[dnn, dnn], **quiet)
+
+
 def test_int8_quantises_raw_pixels_exactly(exported):
     fast, _ = simplify(onnx.load(str(exported / "dnn.onnx")))
     int8, steps = quantize_int8(fast, make_faces(32, seed=6)[0])

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ from fer_train.semi import (ArmRun, PseudoLabelAudit, SemiData, class_balanced_t
                             split_labeled, train_semi)
 from fer_train.train import load_splits
 
-from cli_support import sigterm_after_event
+from cli_support import act_after_event, child_processes, sigterm_after_event
 
 CPU = torch.device("cpu")
 
@@ -204,6 +206,31 @@ def test_sigterm_stops_every_parallel_arm_and_resume_finishes(demo_csv, tmp_path
     assert all(1 <= d < 40 for d in done.values()), done  # every arm stopped at an epoch boundary, none ran on
     assert cli_main(["--resume", str(run), "--progress", "plain", "--no-export"]) == 0
     assert {arm: load_checkpoint(run / arm, "last")["epoch"] for arm in done} == {"baseline": 40, "self-training": 40}
+
+
+def test_a_killed_parallel_arm_is_named_in_a_clean_error_and_resume_finishes_it(demo_csv, tmp_path):
+    run = tmp_path / "run"
+    killed = []
+
+    def kill_one_arm(proc):
+        arms = child_processes(proc.pid, "spawn_main")  # not multiprocessing's resource tracker
+        assert len(arms) == 2, arms
+        os.kill(arms[0], signal.SIGKILL)  # as the out-of-memory killer would
+        killed.append(arms[0])
+
+    code, events, err = act_after_event(["--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "12", "--epochs-per-round", "1",
+                                         "--parallel-arms", "--threads", "1", "--run-dir", str(run), "--no-export"], "epoch", kill_one_arm)
+    assert code == 1 and "Traceback" not in err, err
+    done = {arm: load_checkpoint(run / arm, "last")["epoch"] if (run / arm / "last.pt").exists() else 0 for arm in ("baseline", "self-training")}
+    dead = [arm for arm, epoch in done.items() if epoch < 12]
+    assert len(dead) == 1, done  # the other arm trained on to its end
+    assert events[-1]["event"] == "error"
+    assert events[-1]["message"] == (f"arm {dead[0]} was killed by SIGKILL (its last epoch is in {run / dead[0]}; "
+                                     f"--resume {run} continues)")
+    assert {"event": "message", "text": f"arm {dead[0]} was killed by SIGKILL; the other arms go on"} in \
+        [{k: e[k] for k in ("event", "text") if k in e} for e in events]
+    assert cli_main(["--resume", str(run), "--progress", "plain", "--no-export"]) == 0
+    assert {arm: load_checkpoint(run / arm, "last")["epoch"] for arm in done} == {"baseline": 12, "self-training": 12}
 
 
 def test_an_interrupted_run_resumes_to_the_same_weights(demo_csv, tmp_path, monkeypatch):

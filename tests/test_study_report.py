@@ -13,7 +13,7 @@ from fer_train.metrics import classification_report
 from fer_train.progress import Reporter
 from fer_train.runtime import load_classifier
 from fer_train.semi import train_semi
-from fer_train.study_report import ModelNumbers, build_report, numbers_markdown, one_face_per_class
+from fer_train.study_report import ModelNumbers, _variant_of, build_report, numbers_markdown, one_face_per_class
 from fer_train.train import load_splits, train
 
 
@@ -103,3 +103,11 @@ def test_report_without_models_names_the_folder(tmp_path, demo_csv, capsys):
     assert cli_main(["report", "--models-dir", str(tmp_path), "--data", str(demo_csv), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path) in err and "cnn.onnx" in err
+
+
+def test_a_nested_ensemble_lists_the_models_it_holds():
+    pair = {"file": "exported/a.ensemble.onnx", "members": [{"file": "exported/a.onnx"}, {"file": "runs/b/model.onnx"}]}
+    meta = {"optimization": {"ensemble": "mean log-softmax of 3 models", "member_files": [{"file": "runs/c/model.onnx"}, pair]}}
+    assert _variant_of(meta) == {"what": "mean log-softmax of 3 models",
+                                 "members": ["runs/c/model.onnx", "exported/a.onnx (in exported/a.ensemble.onnx)",
+                                             "runs/b/model.onnx (in exported/a.ensemble.onnx)"]}
