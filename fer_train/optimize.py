@@ -821,10 +821,11 @@ def _remove_stale(path: Path, source: Path) -> str:
     return f"; removed the old {path.name}, made from another version of {source.name}"
 
 
-def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[dict], list[int]]:
+def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[dict], list[int], bool]:
     """The other models of an ensemble, loaded and checked: the fer contract, the same validation split (else
     the ensemble's validation accuracy would count faces a member trained on), and no model twice. A member
-    that is an ensemble itself weighs as many models as it holds (its record lists them)."""
+    that is an ensemble itself weighs as many models as it holds (its record lists them); the last value says
+    whether one of them is the model itself, which then joins only through it."""
     import onnx
 
     from .runtime import META_CONFIG, load_classifier
@@ -833,7 +834,8 @@ def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[d
         raise ValueError("--variants ensemble needs the other models: --with OTHER.onnx (one or more)")
     mine = original_meta.get(META_CONFIG) or {}
     models, records, weights = [], [], []
-    seen = {_sha256(model_path)[:16]: str(model_path)}
+    mine_hash = _sha256(model_path)[:16]
+    seen, inside = {}, False
     for inner in _ensemble_members(original_meta)[0]:
         seen.setdefault(inner["sha256"], f"{inner['file']} (in {model_path})")
     for path in map(Path, paths):
@@ -846,15 +848,18 @@ def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[d
         record = {"file": str(path), "sha256": _sha256(path)[:16], "metrics": meta.get("metrics", {})}
         inner, weight = _ensemble_members(meta)
         for m in [record] + [dict(m, file=f"{m['file']} (in {path})") for m in inner]:
-            if m["sha256"] in seen:
-                raise ValueError(f"{m['file']} is {seen[m['sha256']]} again: an ensemble holds each model once")
+            if m is not record and m["sha256"] == mine_hash and not inside:
+                inside = True  # e.g. fer-best.onnx with an earlier fer-best.ensemble.onnx: it is in there already
+                continue
+            if m["sha256"] in seen or m["sha256"] == mine_hash:
+                raise ValueError(f"{m['file']} is {seen.get(m['sha256'], model_path)} again: an ensemble holds each model once")
             seen[m["sha256"]] = m["file"]
         if inner:
             record["members"] = inner
         models.append(onnx.load(str(path)))
         records.append(record)
         weights.append(weight)
-    return models, records, weights
+    return models, records, weights, inside
 
 
 def _ensemble_members(meta: dict) -> tuple[list[dict], int]:
@@ -892,7 +897,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
     fp32_accuracy = accuracy_points(fp32_test, test.labels)
     log(f"{model_path}: fp32 PublicTest accuracy {fp32_accuracy:.2f}% on {len(test):,} faces")
 
-    others, member_records, weights = _members(model_path, members, original_meta) if "ensemble" in variants else ([], [], [])
+    others, member_records, weights, inside = _members(model_path, members, original_meta) if "ensemble" in variants else ([], [], [], False)
     fast, fast_steps = simplify(source)
     results = []
     for name in variants:
@@ -909,9 +914,10 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
         elif name == "tta":
             model, steps = flip_average(source)
         elif name == "ensemble":
-            model, steps = ensemble_average([source] + others, flip=ensemble_flip, weights=[_ensemble_members(original_meta)[1]] + weights)
-            steps["member_files"] = [{"file": str(model_path), "sha256": _sha256(model_path)[:16],
-                                      "metrics": original_meta.get("metrics", {})}] + member_records
+            mine = [] if inside else [{"file": str(model_path), "sha256": _sha256(model_path)[:16], "metrics": original_meta.get("metrics", {})}]
+            model, steps = ensemble_average(([] if inside else [source]) + others, flip=ensemble_flip,
+                                            weights=([] if inside else [_ensemble_members(original_meta)[1]]) + weights)
+            steps["member_files"] = mine + member_records
         else:
             depthwise, pools = average_pool_as_depthwise_conv(fast)
             model, steps = quantize_int8(depthwise, val.images[:calibration_images], weight_bits=weight_bits)

@@ -218,10 +218,16 @@ def test_an_ensemble_joins_another_as_the_models_it_holds_and_no_model_twice(exp
     assert [m["file"] for m in optimization["member_files"]] == [str(cnn2), str(pair)]
     assert [m["file"] for m in optimization["member_files"][1]["members"]] == [str(cnn), str(dnn)]
 
-    with pytest.raises(ValueError, match=rf"{dnn} \(in {pair}\) is {dnn} again: an ensemble holds each model once"):
-        optimize_model(dnn, out_dir=tmp_path / "again", members=[pair], **quiet)
-    with pytest.raises(ValueError, match="an ensemble holds each model once"):
-        optimize_model(cnn2, out_dir=tmp_path / "again", members=[dnn, dnn], **quiet)
+    # the model itself inside a member (a new ensemble from an earlier one) joins once, through that member
+    optimize_model(dnn, out_dir=tmp_path / "inside", members=[pair, cnn2], **quiet)
+    inside = load_classifier(tmp_path / "inside" / "dnn.ensemble.onnx")
+    np.testing.assert_allclose(_log_softmax(inside.predict_logits(faces)), _log_softmax(flat), atol=1e-4)
+    assert inside.metadata["optimization"]["members"] == 3
+    assert [m["file"] for m in inside.metadata["optimization"]["member_files"]] == [str(pair), str(cnn2)]
+    with pytest.raises(ValueError, match=rf"{dnn} is {dnn} again: an ensemble holds each model once"):
+        optimize_model(dnn, out_dir=tmp_path / "again", members=[dnn], **quiet)
+    with pytest.raises(ValueError, match=rf"{cnn} \(in {pair}\) is {cnn} again"):
+        optimize_model(cnn2, out_dir=tmp_path / "again", members=[cnn, pair], **quiet)
 
 
 def test_int8_quantises_raw_pixels_exactly(exported):
