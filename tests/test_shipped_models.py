@@ -15,7 +15,7 @@ from fer_train.train import load_splits
 from fer_tui.catalog import find_models, load_entry
 
 EXPORTED = Path(__file__).resolve().parent.parent / "exported"
-SHIPPED = ("cnn", "dnn", "cnn-semi", "fer-best", "fer-best.tta", "fer-best.ensemble")  # the four; fer-best with flip averaging, and an ensemble
+SHIPPED = ("cnn", "dnn", "cnn-semi", "fer-best", "fer-best.tta", "fer-best.ensemble", "cnn.int8")  # the four; fer-best with flip averaging, an ensemble; the int8 CNN
 
 
 @pytest.fixture(scope="module")
