@@ -821,11 +821,11 @@ def _remove_stale(path: Path, source: Path) -> str:
     return f"; removed the old {path.name}, made from another version of {source.name}"
 
 
-def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[dict], list[int], bool]:
-    """The other models of an ensemble, loaded and checked: the fer contract, the same validation split (else
-    the ensemble's validation accuracy would count faces a member trained on), and no model twice. A member
-    that is an ensemble itself weighs as many models as it holds (its record lists them); the last value says
-    whether one of them is the model itself, which then joins only through it."""
+def _members(model_path: Path, source, paths, original_meta: dict) -> tuple[list, list[dict], list[int]]:
+    """Every model of an ensemble, this one (``source``) first, with a record and a weight each, loaded and
+    checked: the fer contract, the same validation split (else the ensemble's validation accuracy would count
+    faces a member trained on), and no model twice. A member that is an ensemble itself weighs as many models
+    as it holds (its record lists them); when one of them is this model, this model joins only through it."""
     import onnx
 
     from .runtime import META_CONFIG, load_classifier
@@ -833,11 +833,12 @@ def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[d
     if not paths:
         raise ValueError("--variants ensemble needs the other models: --with OTHER.onnx (one or more)")
     mine = original_meta.get(META_CONFIG) or {}
-    models, records, weights = [], [], []
     mine_hash = _sha256(model_path)[:16]
+    inner, weight = _ensemble_members(original_meta)
+    models, records, weights = [source], [{"file": str(model_path), "sha256": mine_hash, "metrics": original_meta.get("metrics", {})}], [weight]
     seen, inside = {}, False
-    for inner in _ensemble_members(original_meta)[0]:
-        seen.setdefault(inner["sha256"], f"{inner['file']} (in {model_path})")
+    for m in inner:
+        seen.setdefault(m["sha256"], f"{m['file']} (in {model_path})")
     for path in map(Path, paths):
         meta = load_classifier(path).metadata  # raises ModelError naming the file
         theirs = meta.get(META_CONFIG) or {}
@@ -859,7 +860,9 @@ def _members(model_path: Path, paths, original_meta: dict) -> tuple[list, list[d
         models.append(onnx.load(str(path)))
         records.append(record)
         weights.append(weight)
-    return models, records, weights, inside
+    if inside:
+        return models[1:], records[1:], weights[1:]
+    return models, records, weights
 
 
 def _ensemble_members(meta: dict) -> tuple[list[dict], int]:
@@ -897,7 +900,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
     fp32_accuracy = accuracy_points(fp32_test, test.labels)
     log(f"{model_path}: fp32 PublicTest accuracy {fp32_accuracy:.2f}% on {len(test):,} faces")
 
-    others, member_records, weights, inside = _members(model_path, members, original_meta) if "ensemble" in variants else ([], [], [], False)
+    ensemble, member_files, weights = _members(model_path, source, members, original_meta) if "ensemble" in variants else ([], [], [])
     fast, fast_steps = simplify(source)
     results = []
     for name in variants:
@@ -914,10 +917,8 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
         elif name == "tta":
             model, steps = flip_average(source)
         elif name == "ensemble":
-            mine = [] if inside else [{"file": str(model_path), "sha256": _sha256(model_path)[:16], "metrics": original_meta.get("metrics", {})}]
-            model, steps = ensemble_average(([] if inside else [source]) + others, flip=ensemble_flip,
-                                            weights=([] if inside else [_ensemble_members(original_meta)[1]]) + weights)
-            steps["member_files"] = mine + member_records
+            model, steps = ensemble_average(ensemble, flip=ensemble_flip, weights=weights)
+            steps["member_files"] = member_files
         else:
             depthwise, pools = average_pool_as_depthwise_conv(fast)
             model, steps = quantize_int8(depthwise, val.images[:calibration_images], weight_bits=weight_bits)

@@ -210,13 +210,11 @@ def test_sigterm_stops_every_parallel_arm_and_resume_finishes(demo_csv, tmp_path
 
 def test_a_killed_parallel_arm_is_named_in_a_clean_error_and_resume_finishes_it(demo_csv, tmp_path):
     run = tmp_path / "run"
-    killed = []
 
     def kill_one_arm(proc):
         arms = child_processes(proc.pid, "spawn_main")  # not multiprocessing's resource tracker
         assert len(arms) == 2, arms
         os.kill(arms[0], signal.SIGKILL)  # as the out-of-memory killer would
-        killed.append(arms[0])
 
     code, events, err = act_after_event(["--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "12", "--epochs-per-round", "1",
                                          "--parallel-arms", "--threads", "1", "--run-dir", str(run), "--no-export"], "epoch", kill_one_arm)
