@@ -11,14 +11,18 @@ import tempfile
 from pathlib import Path
 
 
-def act_after_event(args: list[str], event: str, act) -> tuple[int, list[dict], str]:
-    """Run ``python -m fer_train.cli ARGS --progress json``, call ``act(process)`` once ``event`` arrives, and
-    return the exit code, the JSON events written after it and everything written to stderr."""
+def act_after_event(args: list[str], event, act) -> tuple[int, list[dict], str]:
+    """Run ``python -m fer_train.cli ARGS --progress json``, call ``act(process)`` once ``event`` arrives (an event
+    name, or a predicate on the list of events so far), and return the exit code, the JSON events written after it
+    and everything written to stderr."""
+    ready = event if callable(event) else (lambda seen: seen[-1]["event"] == event)
     cmd = [sys.executable, "-m", "fer_train.cli", *args, "--progress", "json"]
     with tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        seen = []
         for line in proc.stdout:
-            if json.loads(line)["event"] == event:
+            seen.append(json.loads(line))
+            if ready(seen):
                 break
         act(proc)
         out = proc.stdout.read()
@@ -27,7 +31,12 @@ def act_after_event(args: list[str], event: str, act) -> tuple[int, list[dict], 
         return code, [json.loads(line) for line in out.strip().splitlines()], err.read()
 
 
-def sigterm_after_event(args: list[str], event: str) -> tuple[int, dict]:
+def every_arm_ended_an_epoch(arms):
+    """A predicate for :func:`act_after_event`: each of ``arms`` has reported an epoch (parallel arms race)."""
+    return lambda seen: set(arms) <= {e.get("arm") for e in seen if e["event"] == "epoch"}
+
+
+def sigterm_after_event(args: list[str], event) -> tuple[int, dict]:
     """SIGTERM to ``fer-train ARGS`` once ``event`` arrives: the exit code and the last JSON event it wrote."""
     code, events, _ = act_after_event(args, event, lambda proc: proc.send_signal(signal.SIGTERM))
     return code, events[-1]

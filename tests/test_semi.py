@@ -25,7 +25,7 @@ from fer_train.semi import (ArmRun, PseudoLabelAudit, SemiData, class_balanced_t
                             split_labeled, train_semi)
 from fer_train.train import load_splits
 
-from cli_support import act_after_event, child_processes, sigterm_after_event
+from cli_support import act_after_event, child_processes, every_arm_ended_an_epoch, sigterm_after_event
 
 CPU = torch.device("cpu")
 
@@ -200,7 +200,8 @@ def test_parallel_arms_reach_the_same_weights_as_one_after_the_other(demo_csv, t
 def test_sigterm_stops_every_parallel_arm_and_resume_finishes(demo_csv, tmp_path):
     run = tmp_path / "run"
     code, last = sigterm_after_event(["--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "40", "--epochs-per-round", "1",
-                                      "--parallel-arms", "--threads", "1", "--run-dir", str(run), "--no-export"], "epoch")
+                                      "--parallel-arms", "--threads", "1", "--run-dir", str(run), "--no-export"],
+                                     every_arm_ended_an_epoch(("baseline", "self-training")))
     assert code == 130 and last["event"] == "interrupted"
     done = {arm: load_checkpoint(run / arm, "last")["epoch"] for arm in ("baseline", "self-training")}
     assert all(1 <= d < 40 for d in done.values()), done  # every arm stopped at an epoch boundary, none ran on
