@@ -2,6 +2,7 @@
 (``rotation_range=40, width_shift_range=0.2, height_shift_range=0.2``, fill mode 'nearest').
 
 Working on the batch tensor with one ``affine_grid``/``grid_sample`` keeps it cheap next to the model.
+:func:`random_erase` (not in the study) is random erasing (Zhong et al., 2017), also done on the whole batch.
 """
 
 from __future__ import annotations
@@ -30,3 +31,28 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, rotation: float =
     theta = theta.to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_erase(x: torch.Tensor, generator: torch.Generator, p: float = 0.5, area: tuple[float, float] = (0.02, 0.25),
+                 aspect: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """Random erasing: with probability ``p`` per image, fill one rectangle with uniform noise over 0..255.
+
+    The rectangle covers ``area`` (a fraction of the image, drawn uniformly) with a height/width ratio drawn
+    log-uniformly from ``aspect``, clipped to the image, at a uniform position. ``x`` is (N, C, H, W) in pixel units
+    (0..255); a new tensor is returned. The random numbers come from ``generator`` (on the CPU), as in
+    :func:`random_affine`, so a seeded run repeats exactly.
+    """
+    n, _, height, width = x.shape
+    u = torch.rand(n, 5, generator=generator)
+    noise = torch.rand(x.shape, generator=generator) * 255
+    target = (area[0] + u[:, 0] * (area[1] - area[0])) * height * width
+    ratio = torch.exp(math.log(aspect[0]) + u[:, 1] * (math.log(aspect[1]) - math.log(aspect[0])))
+    h = (target * ratio).sqrt().round().clamp(1, height).long()
+    w = (target / ratio).sqrt().round().clamp(1, width).long()
+    top = (u[:, 2] * (height - h + 1)).long()
+    left = (u[:, 3] * (width - w + 1)).long()
+    rows, cols = torch.arange(height), torch.arange(width)
+    inside = (((rows >= top[:, None]) & (rows < (top + h)[:, None]))[:, :, None]
+              & ((cols >= left[:, None]) & (cols < (left + w)[:, None]))[:, None, :])  # (N, H, W)
+    mask = (inside & (u[:, 4] < p)[:, None, None])[:, None].to(x.device)
+    return torch.where(mask, noise.to(device=x.device, dtype=x.dtype), x)

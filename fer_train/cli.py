@@ -47,6 +47,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotation", type=float, default=d.rotation, help="max rotation in degrees (default: %(default)s)")
     p.add_argument("--shift", type=float, default=d.shift, help="max shift as a fraction of the size (default: %(default)s)")
     p.add_argument("--flip", action="store_true", help="random horizontal flips")
+    p.add_argument("--erase", type=float, default=d.erase, metavar="P",
+                   help="random erasing: each training image gets a noise rectangle (2-25 %% of it) with probability P (default: off)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the validation split, and of the training unless --train-seed")
     p.add_argument("--train-seed", type=int, default=None, help="seed of the initial weights, data order, augmentation and dropout "

@@ -30,6 +30,7 @@ class TrainConfig:
     rotation: float = 40.0  # degrees, either way
     shift: float = 0.2  # fraction of the image size, either way
     flip: bool = False  # horizontal flips (not in the study)
+    erase: float = 0.0  # random erasing: the probability that a training image gets a noise rectangle (not in the study)
     val_fraction: float = 0.1  # the study's 1/10
     seed: int = 0  # picks the validation split (and semi's labeled half); also the training randomness unless train_seed is set
     train_seed: int | None = None  # initial weights, data order, augmentation and dropout; None: seed. Another value trains an
@@ -64,6 +65,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1")
+        if not 0 <= self.erase <= 1:
+            raise ValueError(f"erase is a probability, from 0 to 1, got {self.erase}")
 
     @property
     def weights_seed(self) -> int:

@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import io as _io
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,9 +164,14 @@ def _write_cache(source: Source, cache: Path) -> None:
         arrays.update({f"{name}/images": split.images, f"{name}/labels": split.labels, f"{name}/lines": np.asarray(split.origin)})
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, cache)
+        fd, name = tempfile.mkstemp(prefix=cache.stem + ".", suffix=".tmp.npz", dir=cache.parent)  # two trainings started
+        os.close(fd)  # together each write their own file; the last rename wins, whole
+        tmp = Path(name)
+        try:
+            np.savez(tmp, **arrays)
+            os.replace(tmp, cache)
+        finally:
+            tmp.unlink(missing_ok=True)
     except OSError as exc:  # a read-only home is no reason to fail
         warnings.warn(f"could not write the data cache {cache}: {exc}", stacklevel=2)
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import random_affine
+from .augment import random_affine, random_erase
 from .checkpoint import load_checkpoint, load_parent, save_checkpoint
 from .config import SPLIT_KEYS, TrainConfig
 from .io import DataError, Split, default_data_path, load_source
@@ -174,6 +174,8 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
         xb, yb = x[idx].float(), y[idx]
         if config.augment:
             xb = random_affine(xb, generator, config.rotation, config.shift, config.flip)
+        if config.erase > 0:
+            xb = random_erase(xb, generator, config.erase)
         if config.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, use_bf16):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -162,6 +163,32 @@ def test_cache_is_used_and_invalidated(tmp_path, monkeypatch):
     os.utime(path, ns=(1, 1))  # a new size and time: the old cache no longer matches
     again = read_csv(path)
     np.testing.assert_array_equal(again.splits["Training"].images, x2[:5])
+
+
+def test_two_loads_writing_the_cache_at_once_both_succeed(tmp_path, monkeypatch):
+    """Two trainings started together both parse the file and write the cache; their writes interleave here."""
+    import fer_train.io as fio
+
+    monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))
+    x, y = _rows()
+    path = tmp_path / "d.csv"
+    path.write_text(encode_csv(x, y))
+    real_savez, calls = np.savez, []
+
+    def savez_while_another_loads(file, **arrays):
+        calls.append(file)
+        if len(calls) == 1:  # the other process writes and renames its file while this one is writing
+            read_csv(path)
+        real_savez(file, **arrays)
+
+    monkeypatch.setattr(fio.np, "savez", savez_while_another_loads)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "could not write the data cache" would fail the test
+        first = read_csv(path)
+    assert len(calls) == 2 and calls[0] != calls[1]
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [fio._cache_file(path).name]  # no temporary file left
+    monkeypatch.setattr(fio.np, "savez", real_savez)
+    np.testing.assert_array_equal(read_csv(path).splits["Training"].images, first.splits["Training"].images)
 
 
 def test_holdout_is_stratified_and_seeded():
