@@ -155,10 +155,13 @@ class EpochStats:
 
 
 def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-                    epoch: int, reporter: Reporter | None = None, label: str = "epoch", total_epochs: int | None = None) -> EpochStats:
-    """One pass over (x, y) in shuffled batches with the config's augmentation."""
+                    epoch: int, reporter: Reporter | None = None, label: str = "epoch", total_epochs: int | None = None,
+                    epochs_before: int = 0) -> EpochStats:
+    """One pass over (x, y) in shuffled batches with the config's augmentation. Its order, augmentation and dropout
+    are drawn for epoch ``epochs_before + epoch`` of the seed: a fine-tuning run passes the epochs of the runs it
+    starts from, so that it goes on drawing new ones rather than replaying theirs."""
     device = x.device
-    seed = epoch_seed(config.weights_seed, epoch)
+    seed = epoch_seed(config.weights_seed, epochs_before + epoch)
     torch.manual_seed(seed)  # dropout
     generator = torch.Generator().manual_seed(seed)  # order and augmentation
     order = torch.randperm(len(y), generator=generator).to(device)
@@ -315,13 +318,14 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
     started = time.perf_counter()
     common = dict(model_name=config.model, model_kwargs=config.model_kwargs, config=config.to_dict(),
                   extra={"initialized_from": parent_record} if parent_record else None)
+    epochs_before = (parent_record or {}).get("epochs") or 0  # a fine-tuning run draws on after its parents' epochs
     interrupted = False
     epoch = start_epoch - 1
     try:
         with interrupts_as_exception():
             for epoch in range(start_epoch, config.epochs + 1):
                 t0 = time.perf_counter()
-                stats = train_one_epoch(model, optimizer, scheduler, train_x, train_y, config, epoch, reporter)
+                stats = train_one_epoch(model, optimizer, scheduler, train_x, train_y, config, epoch, reporter, epochs_before=epochs_before)
                 val_loss, val_acc = evaluate_loss_acc(model, val_x, val_y, bf16=config.bf16)
                 seconds = time.perf_counter() - t0
                 is_best = val_acc > best_acc

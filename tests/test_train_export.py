@@ -152,6 +152,31 @@ def test_train_seed_trains_another_model_on_the_same_validation_split(demo_csv, 
         train(_config(demo_csv, epochs=1, seed=1, init_from=str(runs["default"].run_dir)), tmp_path / "refused", Reporter("plain"), export=False)
 
 
+def test_a_fine_tuning_run_draws_new_augmentation_not_its_parents_again(demo_csv, tmp_path, monkeypatch):
+    """With the same seed, cycle 2 must not replay cycle 1's order, shifts and erased rectangles epoch for epoch: it
+    draws what epoch 3 of one long run would, and a chain of fine-tunings goes on counting."""
+    import fer_train.train as train_module
+
+    real, seen = train_module.random_erase, []
+    monkeypatch.setattr(train_module, "random_erase", lambda x, *a, **kw: seen.append(out := real(x, *a, **kw)) or out)
+
+    def batches(name, **kw):  # the augmented batches of every epoch of a run
+        seen.clear()
+        result = train(_config(demo_csv, model="dnn", erase=1.0, **kw), tmp_path / name, Reporter("plain"), export=False)
+        return result, [b.clone() for b in seen]
+
+    _, straight = batches("straight", epochs=4)
+    parent, first = batches("parent", epochs=2)
+    child, second = batches("child", epochs=1, init_from=str(parent.run_dir))
+    _, third = batches("grandchild", epochs=1, init_from=str(child.run_dir))
+    per_epoch = len(first) // 2
+    assert len(second) == len(third) == per_epoch == 3
+    assert all(torch.equal(a, b) for a, b in zip(first, straight[:2 * per_epoch]))
+    assert not any(torch.equal(a, b) for a, b in zip(second, first[:per_epoch]))  # not the parent's epoch 1 again
+    assert all(torch.equal(a, b) for a, b in zip(second, straight[2 * per_epoch:3 * per_epoch]))
+    assert all(torch.equal(a, b) for a, b in zip(third, straight[3 * per_epoch:]))
+
+
 def test_init_from_an_exported_model_fine_tunes_the_shipped_file(demo_csv, tmp_path):
     """The run folders rarely travel with exported/: the .onnx itself is a starting point, with its record."""
     grand = train(_config(demo_csv, epochs=1), tmp_path / "grand", Reporter("plain"), export=False)
