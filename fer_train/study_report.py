@@ -52,13 +52,20 @@ class ModelNumbers:
 def _variant_of(meta: dict) -> dict:
     optimization = meta.get("optimization") or {}
     if "ensemble" in optimization:
-        members = []
-        for m in optimization.get("member_files") or []:  # a nested ensemble: the models it holds
-            members += [f"{inner['file']} (in {m['file']})" for inner in m["members"]] if m.get("members") else [m["file"]]
-        return {"what": optimization["ensemble"], "members": members}
+        return {"what": optimization["ensemble"], "members": _model_files(optimization.get("member_files") or [])}
     if "flip_average" in optimization:
         return {"what": optimization["flip_average"], "members": [optimization.get("source", "")]}
     return {}
+
+
+def _model_files(records: list[dict], within: str = "") -> list[str]:
+    """The single models of an ensemble's member records; one held by a nested ensemble is "X (in Y)", or
+    "X (in Y in Z)" when Y is itself in Z."""
+    files = []
+    for m in records:
+        path = f"{m['file']} in {within}" if within else m["file"]
+        files += _model_files(m["members"], path) if m.get("members") else [f"{m['file']} (in {within})" if within else m["file"]]
+    return files
 
 
 def _history(metadata: dict) -> list[dict]:

@@ -111,3 +111,9 @@ def test_a_nested_ensemble_lists_the_models_it_holds():
     assert _variant_of(meta) == {"what": "mean log-softmax of 3 models",
                                  "members": ["runs/c/model.onnx", "exported/a.onnx (in exported/a.ensemble.onnx)",
                                              "runs/b/model.onnx (in exported/a.ensemble.onnx)"]}
+    outer = {"optimization": {"ensemble": "mean log-softmax of 4 models",
+                              "member_files": [{"file": "runs/d/model.onnx"}, {**meta["optimization"], "file": "runs/abc.ensemble.onnx",
+                                                                               "members": meta["optimization"]["member_files"]}]}}
+    assert _variant_of(outer)["members"] == ["runs/d/model.onnx", "runs/c/model.onnx (in runs/abc.ensemble.onnx)",
+                                             "exported/a.onnx (in exported/a.ensemble.onnx in runs/abc.ensemble.onnx)",
+                                             "runs/b/model.onnx (in exported/a.ensemble.onnx in runs/abc.ensemble.onnx)"]
