@@ -837,8 +837,8 @@ def _members(model_path: Path, source, paths, original_meta: dict) -> tuple[list
     inner, weight = _ensemble_members(original_meta)
     models, records, weights = [source], [{"file": str(model_path), "sha256": mine_hash, "metrics": original_meta.get("metrics", {})}], [weight]
     seen, inside = {}, False
-    for m in inner:
-        seen.setdefault(m["sha256"], f"{m['file']} (in {model_path})")
+    for m in held_models(inner, str(model_path)):
+        seen.setdefault(m["sha256"], m["file"])
     for path in map(Path, paths):
         meta = load_classifier(path).metadata  # raises ModelError naming the file
         theirs = meta.get(META_CONFIG) or {}
@@ -848,7 +848,7 @@ def _members(model_path: Path, source, paths, original_meta: dict) -> tuple[list
                                  "ensemble members must share the validation split")
         record = {"file": str(path), "sha256": _sha256(path)[:16], "metrics": meta.get("metrics", {})}
         inner, weight = _ensemble_members(meta)
-        for m in [record] + [dict(m, file=f"{m['file']} (in {path})") for m in inner]:
+        for m in [record] + held_models(inner, str(path)):
             if m is not record and m["sha256"] == mine_hash and not inside:
                 inside = True  # e.g. fer-best.onnx with an earlier fer-best.ensemble.onnx: it is in there already
                 continue
@@ -863,6 +863,18 @@ def _members(model_path: Path, source, paths, original_meta: dict) -> tuple[list
     if inside:
         return models[1:], records[1:], weights[1:]
     return models, records, weights
+
+
+def held_models(records: list[dict], within: str = "") -> list[dict]:
+    """The single models in ensemble member records, at any depth, each as its record with ``file`` saying where
+    it is: "X (in Y)" for a model in ``within`` = Y, "X (in Y in Z)" when Y is itself in Z."""
+    models = []
+    for m in records:
+        if m.get("members"):
+            models += held_models(m["members"], f"{m['file']} in {within}" if within else m["file"])
+        else:
+            models.append(dict(m, file=f"{m['file']} (in {within})") if within else m)
+    return models
 
 
 def _ensemble_members(meta: dict) -> tuple[list[dict], int]:

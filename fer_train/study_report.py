@@ -28,6 +28,7 @@ from rich.console import Console
 from . import explain_runtime as rt
 from .constants import CLASS_NAMES
 from .metrics import classification_report, confusion_matrix, most_confused
+from .optimize import held_models
 
 REPORT_MODELS = ("cnn", "dnn", "cnn-semi", "fer-best")  # the issue's four, in the report's order
 REPORT_VARIANTS = ("tta", "ensemble")  # <model>.<variant>.onnx beside a reported model: numbers and confusion, no pictures
@@ -52,20 +53,10 @@ class ModelNumbers:
 def _variant_of(meta: dict) -> dict:
     optimization = meta.get("optimization") or {}
     if "ensemble" in optimization:
-        return {"what": optimization["ensemble"], "members": _model_files(optimization.get("member_files") or [])}
+        return {"what": optimization["ensemble"], "members": [m["file"] for m in held_models(optimization.get("member_files") or [])]}
     if "flip_average" in optimization:
         return {"what": optimization["flip_average"], "members": [optimization.get("source", "")]}
     return {}
-
-
-def _model_files(records: list[dict], within: str = "") -> list[str]:
-    """The single models of an ensemble's member records; one held by a nested ensemble is "X (in Y)", or
-    "X (in Y in Z)" when Y is itself in Z."""
-    files = []
-    for m in records:
-        path = f"{m['file']} in {within}" if within else m["file"]
-        files += _model_files(m["members"], path) if m.get("members") else [f"{m['file']} (in {within})" if within else m["file"]]
-    return files
 
 
 def _history(metadata: dict) -> list[dict]:

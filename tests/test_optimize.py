@@ -228,6 +228,14 @@ def test_an_ensemble_joins_another_as_the_models_it_holds_and_no_model_twice(exp
         optimize_model(dnn, out_dir=tmp_path / "again", members=[dnn], **quiet)
     with pytest.raises(ValueError, match=rf"{cnn} \(in {pair}\) is {cnn} again"):
         optimize_model(cnn2, out_dir=tmp_path / "again", members=[cnn, pair], **quiet)
+    # two levels deep (dnn is in the pair, which is in three): the model itself still joins once, a duplicate is still named
+    three_path = tmp_path / "three" / "cnn2.ensemble.onnx"
+    optimize_model(dnn, out_dir=tmp_path / "deep", members=[three_path], **quiet)
+    deep = load_classifier(tmp_path / "deep" / "dnn.ensemble.onnx")
+    assert deep.metadata["optimization"]["members"] == 3
+    np.testing.assert_allclose(_log_softmax(deep.predict_logits(faces)), _log_softmax(flat), atol=1e-4)
+    with pytest.raises(ValueError, match=rf"{cnn} \(in {pair} in {three_path}\) is {cnn} again"):
+        optimize_model(dnn, out_dir=tmp_path / "again", members=[cnn, three_path], **quiet)
 
 
 def test_int8_quantises_raw_pixels_exactly(exported):
