@@ -19,7 +19,7 @@ from torch import nn
 from . import __version__
 from .checkpoint import load_checkpoint, load_parent, model_from_checkpoint, resolve_checkpoint
 from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
-from .metrics import classification_report
+from .metrics import split_metrics
 from .models import count_parameters, deployable
 from .runtime import (META_ARCHITECTURE, META_CLASS_NAMES, META_CONFIG, META_EXTRA, META_INPUT, META_METRICS,
                       META_PARAMETERS, META_VERSION, load_classifier)
@@ -158,16 +158,14 @@ def parent_summary(init_from: str | None) -> dict:
 
 
 def measure(onnx_path: Path, splits, names=("val", "test")) -> dict:
-    """Accuracy and per-class recall of the exported file itself, on the splits that exist."""
+    """Accuracy, per-class recall and predictions of the exported file itself, on the splits that exist."""
     classifier = load_classifier(onnx_path)
     out = {}
     for name in names:
         split = splits.get_or_none(name)
         if split is None or not split.labelled:
             continue
-        report = classification_report(split.labels, classifier.predict_logits(split.images).argmax(1))
-        out[name] = {"accuracy": round(report.accuracy, 5), "count": report.count,
-                     "recall": dict(zip(CLASS_NAMES, [round(r, 4) for r in report.recall]))}
+        out[name] = split_metrics(split.labels, classifier.predict_logits(split.images).argmax(1))
     return out
 
 

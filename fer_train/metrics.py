@@ -68,6 +68,37 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, class_names=CL
     )
 
 
+def split_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """What an exported model records of one split: accuracy, count, per-class recall, and every face's
+    predicted class (``predictions``, see :func:`encode_predictions`), so that the numbers can be checked
+    against the labels without running the model, and the model against its record on any sample of faces."""
+    report = classification_report(y_true, y_pred)
+    return {"accuracy": round(report.accuracy, 5), "count": report.count,
+            "recall": dict(zip(CLASS_NAMES, [round(r, 4) for r in report.recall])),
+            "predictions": encode_predictions(y_pred)}
+
+
+def encode_predictions(y_pred: np.ndarray) -> str:
+    """Predicted class indices (0–9) as one digit per face, in the split's order: 3,589 faces take 3.5 kB."""
+    y_pred = np.asarray(y_pred, np.int64)
+    if y_pred.size and (y_pred.min() < 0 or y_pred.max() > 9):
+        raise ValueError(f"class indices must be 0–9 to record them as digits, got {y_pred.min()}–{y_pred.max()}")
+    return (y_pred.astype(np.uint8) + ord("0")).tobytes().decode("ascii")
+
+
+def decode_predictions(text: str) -> np.ndarray:
+    """The inverse of :func:`encode_predictions`; ``ValueError`` if ``text`` is not all digits."""
+    if not isinstance(text, str) or not (text == "" or (text.isascii() and text.isdigit())):
+        raise ValueError("recorded predictions must be a string of class digits")
+    return np.frombuffer(text.encode("ascii"), np.uint8).astype(np.int64) - ord("0")
+
+
+def without_predictions(metrics: dict) -> dict:
+    """``metrics`` (split → record) without the per-face predictions, for the copies nested in other records."""
+    return {split: {k: v for k, v in record.items() if k != "predictions"} if isinstance(record, dict) else record
+            for split, record in (metrics or {}).items()}
+
+
 def most_confused(confusion: np.ndarray, class_names=CLASS_NAMES, top: int = 5) -> list[tuple[str, str, float, int]]:
     """The largest off-diagonal cells: (true, predicted, share of the true class, count)."""
     norm = row_normalise(np.asarray(confusion))

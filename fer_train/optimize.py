@@ -31,6 +31,7 @@ import numpy as np
 
 from .config import SPLIT_KEYS
 from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
+from .metrics import without_predictions
 
 VARIANTS = ("fast", "int8", "tta", "ensemble")  # tta (flip averaging) and ensemble (with --with members) only when asked
 MAX_ACCURACY_DROP = 0.5  # percentage points of PublicTest accuracy a variant may lose against fp32
@@ -750,7 +751,7 @@ def variant_metadata(original: dict, variant: str, gate: GateResult, metrics: di
     from .runtime import META_METRICS
 
     meta = dict(original)
-    meta["fp32_metrics"] = original.get(META_METRICS, {})
+    meta["fp32_metrics"] = without_predictions(original.get(META_METRICS, {}))
     meta[META_METRICS] = metrics
     meta[META_VARIANT] = variant
     meta[META_FP32_TEST_ACCURACY] = round(gate.fp32_accuracy / 100, 5)
@@ -760,15 +761,9 @@ def variant_metadata(original: dict, variant: str, gate: GateResult, metrics: di
 
 
 def _split_metrics(logits_by_split: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    from .constants import CLASS_NAMES
-    from .metrics import classification_report
+    from .metrics import split_metrics
 
-    out = {}
-    for name, (logits, labels) in logits_by_split.items():
-        report = classification_report(labels, logits.argmax(1))
-        out[name] = {"accuracy": round(report.accuracy, 5), "count": report.count,
-                     "recall": dict(zip(CLASS_NAMES, [round(r, 4) for r in report.recall]))}
-    return out
+    return {name: split_metrics(labels, logits.argmax(1)) for name, (logits, labels) in logits_by_split.items()}
 
 
 def _save(model, path: Path, metadata: dict) -> None:
@@ -835,7 +830,7 @@ def _members(model_path: Path, source, paths, original_meta: dict) -> tuple[list
     mine = original_meta.get(META_CONFIG) or {}
     mine_hash = _sha256(model_path)[:16]
     inner, weight = _ensemble_members(original_meta)
-    models, records, weights = [source], [{"file": str(model_path), "sha256": mine_hash, "metrics": original_meta.get("metrics", {})}], [weight]
+    models, records, weights = [source], [{"file": str(model_path), "sha256": mine_hash, "metrics": without_predictions(original_meta.get("metrics", {}))}], [weight]
     seen, inside = {}, False
     for m in held_models(inner, str(model_path)):
         seen.setdefault(m["sha256"], m["file"])
@@ -846,7 +841,7 @@ def _members(model_path: Path, source, paths, original_meta: dict) -> tuple[list
             if theirs.get(key) != mine.get(key):
                 raise ValueError(f"{path}: trained with {key}={theirs.get(key)!r}, {model_path.name} with {mine.get(key)!r}; "
                                  "ensemble members must share the validation split")
-        record = {"file": str(path), "sha256": _sha256(path)[:16], "metrics": meta.get("metrics", {})}
+        record = {"file": str(path), "sha256": _sha256(path)[:16], "metrics": without_predictions(meta.get("metrics", {}))}
         inner, weight = _ensemble_members(meta)
         for m in [record] + held_models(inner, str(path)):
             if m is not record and m["sha256"] == mine_hash and not inside:

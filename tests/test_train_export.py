@@ -14,10 +14,11 @@ from fer_train.cli import main as cli_main
 from fer_train.config import TrainConfig
 from fer_train.constants import CLASS_NAMES
 from fer_train.export import ExportError, export_onnx, export_run
+from fer_train.metrics import decode_predictions, encode_predictions
 from fer_train.models import create_model
 from fer_train.progress import Reporter
 from fer_train.runtime import ModelError, load_classifier
-from fer_train.train import train
+from fer_train.train import load_splits, train
 
 from cli_support import sigterm_after_event
 
@@ -47,6 +48,12 @@ def test_train_checkpoint_export_predict(demo_csv, tmp_path, capsys):
     assert clf.metadata["parameter_count"] == 2_414_599
     assert set(clf.metadata["metrics"]) == {"val", "test"}
     assert clf.metadata["train_config"]["model"] == "cnn"
+    # every face's predicted class is recorded with the numbers, and they are the file's own
+    val = load_splits(config).val
+    recorded = clf.metadata["metrics"]["val"]
+    predicted = decode_predictions(recorded["predictions"])
+    np.testing.assert_array_equal(predicted, clf.predict_logits(val.images).argmax(1))
+    assert recorded["accuracy"] == pytest.approx(float((predicted == val.labels).mean()), abs=1e-5)
     inp = clf.session.get_inputs()[0]
     assert inp.name == "image" and inp.shape[1:] == [1, 48, 48] and isinstance(inp.shape[0], str)
 
@@ -63,6 +70,18 @@ def test_train_checkpoint_export_predict(demo_csv, tmp_path, capsys):
     kinds = [e["event"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
     assert kinds.count("epoch") == 2 and "batch" in kinds and "exported" in kinds
+
+
+def test_predictions_are_recorded_as_one_digit_per_face_and_read_back():
+    predicted = np.array([0, 6, 3, 3, 1, 5, 2, 4])
+    assert encode_predictions(predicted) == "06331524"
+    np.testing.assert_array_equal(decode_predictions(encode_predictions(predicted)), predicted)
+    assert encode_predictions(np.array([], np.int64)) == "" and decode_predictions("").size == 0
+    for bad in ("06a3", "0 6", "3²", None):
+        with pytest.raises(ValueError):
+            decode_predictions(bad)
+    with pytest.raises(ValueError, match="0–9"):
+        encode_predictions(np.array([3, 12]))
 
 
 def test_batchnorm_model_exports_folded_with_its_gradient_graph_and_history(demo_csv, tmp_path):
