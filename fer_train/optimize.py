@@ -720,11 +720,12 @@ class GateResult:
         return self.drop <= self.max_drop + 1e-9
 
     def __str__(self) -> str:
-        change = (f"{self.drop:.2f} points lost" if self.drop >= 0.005 else f"{-self.drop:.2f} points gained" if self.drop <= -0.005
-                  else "no change")
-        verdict = "within" if self.passed else "more than"
-        return (f"PublicTest accuracy {self.variant_accuracy:.2f}% against {self.fp32_accuracy:.2f}% for fp32: "
-                f"{change}, {verdict} the {self.max_drop:g} allowed")
+        if self.drop <= -0.005:
+            change = f"{-self.drop:.2f} points gained"
+        else:
+            lost = f"{self.drop:.2f} points lost" if self.drop >= 0.005 else "no change"
+            change = f"{lost}, {'within' if self.passed else 'more than'} the {self.max_drop:g} allowed"
+        return f"PublicTest accuracy {self.variant_accuracy:.2f}% against {self.fp32_accuracy:.2f}% for fp32: {change}"
 
 
 def accuracy_gate(fp32_accuracy: float, variant_accuracy: float, max_drop: float = MAX_ACCURACY_DROP) -> GateResult:

@@ -254,7 +254,9 @@ def test_accuracy_gate():
     assert accuracy_gate(61.0, 60.6).passed  # 0.4 points lost
     assert accuracy_gate(61.0, 61.8).passed  # gains are fine
     refused = accuracy_gate(61.0, 60.4)
-    assert not refused.passed and "0.60 points lost" in str(refused)
+    assert not refused.passed and "0.60 points lost, more than the 0.5 allowed" in str(refused)
+    assert str(accuracy_gate(61.0, 60.6)).endswith("0.40 points lost, within the 0.5 allowed")
+    assert str(accuracy_gate(61.0, 61.8)).endswith("0.80 points gained")  # no limit to be within
 
 
 def test_gate_refuses_a_damaged_variant_and_removes_the_stale_one(exported, splits, tmp_path, monkeypatch):
