@@ -31,7 +31,7 @@ import numpy as np
 
 from .config import SPLIT_KEYS
 from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
-from .metrics import without_predictions
+from .metrics import split_metrics, without_predictions
 
 VARIANTS = ("fast", "int8", "tta", "ensemble")  # tta (flip averaging) and ensemble (with --with members) only when asked
 MAX_ACCURACY_DROP = 0.5  # percentage points of PublicTest accuracy a variant may lose against fp32
@@ -761,12 +761,6 @@ def variant_metadata(original: dict, variant: str, gate: GateResult, metrics: di
     return meta
 
 
-def _split_metrics(logits_by_split: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    from .metrics import split_metrics
-
-    return {name: split_metrics(labels, logits.argmax(1)) for name, (logits, labels) in logits_by_split.items()}
-
-
 def _save(model, path: Path, metadata: dict) -> None:
     """Write ``model`` with ``metadata`` (JSON-encoded values) atomically, then check it loads as a fer model."""
     import onnx
@@ -937,7 +931,8 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
             results.append(VariantResult(name, path, gate, False, steps, f"refused: {gate}{_remove_stale(path, model_path)}"))
             log(f"  {path.name}: {results[-1].message}")
             continue
-        metrics = _split_metrics({"val": (logits_of(model, val.images), val.labels), "test": (test_logits, test.labels)})
+        metrics = {"val": split_metrics(val.labels, logits_of(model, val.images).argmax(1)),
+                   "test": split_metrics(test.labels, test_logits.argmax(1))}
         label = {"fast": "fp32-fast", "tta": "fp32-flip-average",
                  "ensemble": "fp32-ensemble-flip-average" if ensemble_flip else "fp32-ensemble"}.get(name, name)
         _save(model, path, variant_metadata(original_meta, label, gate, metrics, steps, model_path))
