@@ -16,7 +16,7 @@ from fer_tui.catalog import find_models, load_entry
 
 EXPORTED = Path(__file__).resolve().parent.parent / "exported"
 SAMPLE, SAMPLE_SEED = 400, 2026  # faces per split run through a model that records its predictions (an ensemble takes 50 ms a face)
-SHIPPED = ("cnn", "dnn", "cnn-semi", "fer-best", "fer-best.tta", "fer-best.ensemble", "cnn.int8")  # the four; fer-best with flip averaging, an ensemble; the int8 CNN
+SHIPPED = ("cnn", "dnn", "cnn-semi", "fer-best", "fer-best.tta", "fer-best.ensemble")  # the four; fer-best with flip averaging, an ensemble
 
 
 @pytest.fixture(scope="module")
