@@ -68,6 +68,12 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", metavar="RUN|ONNX", default=None,
                    help="fine-tune: start from this run's best weights, or from an exported .onnx of the same model "
                         "(e.g. exported/cnn.onnx), with a fresh optimizer and schedule")
+    p.add_argument("--distill-from", metavar="ONNX", default=None,
+                   help="knowledge distillation: also learn the soft predictions of this exported teacher (e.g. exported/fer-best.ensemble.onnx), "
+                        "computed once on the training faces")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                   help="share of the teacher's term in the loss, 0 to 1 (default: %(default)s)")
+    p.add_argument("--distill-temperature", type=float, default=d.distill_temperature, help="softmax temperature of both sides (default: %(default)s)")
     p.add_argument("--resume", metavar="RUN", default=None, help="continue the run in this folder from its last completed epoch")
     p.add_argument("--progress", choices=("auto", "rich", "plain", "json"), default="auto",
                    help="json: one JSON object per line on stdout, for programs (the TUI)")
@@ -132,6 +138,11 @@ def train_main(argv: list[str]) -> int:
             stray = [a.split("=")[0] for a in argv if a.split("=")[0] in SEMI_ONLY_FLAGS]
             if stray and not config.semi:
                 raise ValueError(f"{', '.join(stray)}: only for semi-supervised runs; add --semi")
+            if config.semi and config.distill_from:
+                raise ValueError("--distill-from: for ordinary training, not --semi runs")
+            loose = [a.split("=")[0] for a in argv if a.split("=")[0] in ("--distill-weight", "--distill-temperature")]
+            if loose and not config.distill_from:
+                raise ValueError(f"{', '.join(loose)}: only with --distill-from TEACHER.onnx")
             if config.semi:
                 from .semi import new_semi_run_dir, train_semi
 

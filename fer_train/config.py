@@ -44,6 +44,9 @@ class TrainConfig:
     skip_bad: bool = False
     export_name: str | None = None  # also export the best model to exported/<name>.onnx
     export_dir: str = "exported"
+    distill_from: str | None = None  # an exported teacher (.onnx, e.g. an ensemble) whose soft predictions the model also learns
+    distill_weight: float = 0.7  # w in (1 - w) * CE(labels) + w * T² * KL(teacher || student)
+    distill_temperature: float = 2.0
     init_from: str | None = None  # fine-tune: start from this run's (or checkpoint's, or exported .onnx's) best weights, fresh optimizer and schedule
     # semi-supervised training (--semi, fer_train.semi); ordinary training ignores all of these
     semi: bool = False
@@ -65,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1")
+        if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
+            raise ValueError(f"distill weight is from 0 to 1 and temperature above 0, got {self.distill_weight} and {self.distill_temperature}")
         if not 0 <= self.erase <= 1:
             raise ValueError(f"erase is a probability, from 0 to 1, got {self.erase}")
 

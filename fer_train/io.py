@@ -124,11 +124,15 @@ def load_source(path: str | Path, *, skip_bad: bool = False, use_cache: bool = T
 # CSV (Kaggle and course formats)
 
 
+def cache_root() -> Path:
+    """Where fer keeps what it can compute again: $FER_CACHE_DIR, else $XDG_CACHE_HOME/fer or ~/.cache/fer."""
+    return Path(os.environ.get("FER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fer")
+
+
 def _cache_file(path: Path) -> Path:
     stat = path.stat()
     key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = Path(os.environ.get("FER_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fer")
-    return root / f"{path.name}.{key}.npz"
+    return cache_root() / f"{path.name}.{key}.npz"
 
 
 def read_csv(path: str | Path, *, skip_bad: bool = False, use_cache: bool = True) -> Source:

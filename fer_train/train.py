@@ -27,6 +27,7 @@ from torch import nn
 from .augment import random_affine, random_erase
 from .checkpoint import load_checkpoint, load_parent, save_checkpoint
 from .config import SPLIT_KEYS, TrainConfig
+from .distill import distillation_loss, teacher_log_probs
 from .io import DataError, Split, default_data_path, load_source
 from .models import count_parameters, create_model
 from .onnx_import import UNFOLDED_KEY, calibrate_unfolded_batchnorm
@@ -156,10 +157,11 @@ class EpochStats:
 
 def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
                     epoch: int, reporter: Reporter | None = None, label: str = "epoch", total_epochs: int | None = None,
-                    epochs_before: int = 0) -> EpochStats:
+                    epochs_before: int = 0, teacher: torch.Tensor | None = None) -> EpochStats:
     """One pass over (x, y) in shuffled batches with the config's augmentation. Its order, augmentation and dropout
     are drawn for epoch ``epochs_before + epoch`` of the seed: a fine-tuning run passes the epochs of the runs it
-    starts from, so that it goes on drawing new ones rather than replaying theirs."""
+    starts from, so that it goes on drawing new ones rather than replaying theirs. ``teacher``: log-probabilities
+    (N, 7) of a teacher on the un-augmented images, for distillation (fer_train.distill)."""
     device = x.device
     seed = epoch_seed(config.weights_seed, epochs_before + epoch)
     torch.manual_seed(seed)  # dropout
@@ -183,7 +185,11 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, use_bf16):
             logits = model(xb)
-        loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+        if teacher is None:
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+        else:
+            loss = distillation_loss(logits.float(), yb, teacher[idx], config.distill_weight, config.distill_temperature,
+                                     config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -311,6 +317,9 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
     else:
         run_dir.mkdir(parents=True, exist_ok=False)
     _write_json(run_dir / "config.json", config.to_dict())
+    teacher = None
+    if config.distill_from:
+        teacher = torch.from_numpy(teacher_log_probs(config, splits.train.images, splits.train.labels, run_dir, reporter)).to(device)
 
     reporter.emit("start", run_dir=str(run_dir), model=config.model, parameters=count_parameters(model),
                   epochs=config.epochs, start_epoch=start_epoch, steps_per_epoch=steps_per_epoch,
@@ -325,7 +334,8 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
         with interrupts_as_exception():
             for epoch in range(start_epoch, config.epochs + 1):
                 t0 = time.perf_counter()
-                stats = train_one_epoch(model, optimizer, scheduler, train_x, train_y, config, epoch, reporter, epochs_before=epochs_before)
+                stats = train_one_epoch(model, optimizer, scheduler, train_x, train_y, config, epoch, reporter, epochs_before=epochs_before,
+                                        teacher=teacher)
                 val_loss, val_acc = evaluate_loss_acc(model, val_x, val_y, bf16=config.bf16)
                 seconds = time.perf_counter() - t0
                 is_best = val_acc > best_acc
