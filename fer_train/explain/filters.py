@@ -24,8 +24,10 @@ def trunk(model: nn.Module, layer: str) -> tuple[LayerInfo, nn.Sequential]:
 
 
 def torch_filter_gradient_fn(model: nn.Module, layer: str, batch_size: int = 256) -> rt.GradientFn:
-    """``(images, filter_index) → (mean activation of that filter, its gradient with respect to the pixels)``."""
+    """``(images, filter_index) → (mean activation of that filter, its gradient with respect to the pixels)``,
+    in the model's precision (a float64 copy gives the exact reference the ONNX checks compare with)."""
     info, net = trunk(model, layer)
+    dtype = next(model.parameters()).dtype
 
     def run(images: np.ndarray, index: np.ndarray):
         x_all = rt.as_batch(images)
@@ -34,7 +36,7 @@ def torch_filter_gradient_fn(model: nn.Module, layer: str, batch_size: int = 256
             raise IndexError(f"{info.name} has {info.channels} filters; got filter indices {int(idx_all.min())}..{int(idx_all.max())}")
         acts, grads = [], []
         for i in range(0, len(x_all), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(x_all[i:i + batch_size, None])).requires_grad_(True)
+            x = torch.from_numpy(np.ascontiguousarray(x_all[i:i + batch_size, None])).to(dtype).requires_grad_(True)
             out = net(x)  # (n, C, H, W)
             idx = idx_all[i:i + batch_size]
             activation = out[torch.arange(len(idx)), idx].mean(dim=(1, 2))  # (n,)

@@ -19,15 +19,17 @@ METHODS = ("gradient", "smoothgrad", "occlusion")
 
 
 def torch_gradient_fn(model: nn.Module, batch_size: int = 256) -> rt.GradientFn:
-    """``(images, class_index) → (logit of that class, d logit / d pixels)`` by autograd."""
+    """``(images, class_index) → (logit of that class, d logit / d pixels)`` by autograd, in the model's precision
+    (a float64 copy gives the exact reference the ONNX checks compare with)."""
     model.eval()
+    dtype = next(model.parameters()).dtype
 
     def run(images: np.ndarray, index: np.ndarray):
         x_all = rt.as_batch(images)
         idx_all = torch.as_tensor(np.asarray(index, np.int64))
         scores, grads = [], []
         for i in range(0, len(x_all), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(x_all[i:i + batch_size, None])).requires_grad_(True)
+            x = torch.from_numpy(np.ascontiguousarray(x_all[i:i + batch_size, None])).to(dtype).requires_grad_(True)
             chosen = model(x).gather(1, idx_all[i:i + batch_size, None])[:, 0]  # (n,)
             (grad,) = torch.autograd.grad(chosen.sum(), x)  # images are independent: the sum's gradient is each one's
             scores.append(chosen.detach().numpy())
