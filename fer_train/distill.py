@@ -6,10 +6,11 @@ student learns its full probability vector, which says which wrong classes a fac
 right one (Hinton, Vinyals & Dean, 2015).
 
 The teacher runs once, with onnxruntime, on the un-augmented training images; its log-probabilities are kept
-in the run folder (``teacher.npy``, checked against the teacher file's hash on ``--resume``). The student then
+in the run folder (``teacher.npy``, for ``--resume``) and in the user's cache, keyed on the hashes of the teacher
+file and of the faces, so that the next run with the same teacher starts at once. The student then
 sees the augmented image and the teacher's targets for the original: the augmentation is mild (small
 rotations and shifts, flips the teacher is symmetric to, erasing), and running the teacher on every augmented
-batch would cost it fourteen forward passes per image.
+batch would cost, for the seven-run ensemble, fourteen forward passes per image.
 
 The loss of a batch is ``(1 - w) * CE(labels) + w * T² * KL(teacher_T || student_T)`` where ``_T`` is the
 softmax at temperature ``T``; the ``T²`` keeps the gradient scale independent of ``T``.
@@ -28,17 +29,10 @@ import torch.nn.functional as F
 
 from .config import SPLIT_KEYS, TrainConfig
 from .constants import CLASS_NAMES
+from .optimize import _sha256
 
 TEACHER_FILE = "teacher.npy"
 TEACHER_RECORD = "teacher.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def check_teacher_split(path: Path, teacher_config: dict, config: TrainConfig) -> None:

@@ -5,8 +5,8 @@ operators), exported by the same TorchScript exporter as the model. The file nam
 metadata are the contract documented in :mod:`fer_train.explain_runtime`.
 
 Each file is checked on real faces as it is written: onnxruntime against torch autograd on a float64 copy
-of the original model (the exact gradient, not torch's own float32 rounding of it), max |difference| at most ``1e-4`` of the gradient's scale (its largest absolute value over the
-check batch). A failed check removes the file and raises :class:`~fer_train.export.ExportError`.
+of the original model (the exact gradient, not torch's own float32 rounding of it), max |difference| at most
+``1e-4`` of the gradient's scale (its largest absolute value over the check batch). A failed check removes the file and raises :class:`~fer_train.export.ExportError`.
 
 One allowance: these nets are piecewise linear, so their gradient jumps where a max-pool window holds two
 equal maxima or a PReLU input sits at 0. When such a near-tie falls within float32 rounding, onnxruntime's
