@@ -89,3 +89,13 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def check_same_split(config: TrainConfig, recorded: dict, source: str) -> None:
+    """Raise ``ValueError`` unless a model whose training config is ``recorded`` held out the same validation faces as
+    ``config`` (settings it does not record are not compared): else its weights, or what it passes on, have seen
+    this run's validation images. ``source`` starts the message, e.g. ``--init-from runs/cnn-...``."""
+    for key in SPLIT_KEYS:
+        if key in recorded and recorded[key] != getattr(config, key):
+            raise ValueError(f"{source}: was trained with {key}={recorded[key]!r}, this run has "
+                             f"{getattr(config, key)!r}; the validation split must be the same")

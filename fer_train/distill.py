@@ -27,22 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import SPLIT_KEYS, TrainConfig
+from .config import TrainConfig, check_same_split
 from .constants import CLASS_NAMES
 from .optimize import _sha256
 
 TEACHER_FILE = "teacher.npy"
 TEACHER_RECORD = "teacher.json"
-
-
-def check_teacher_split(path: Path, teacher_config: dict, config: TrainConfig) -> None:
-    """The teacher must share the validation split: one that trained on this run's validation faces would pass
-    what it learned from them on to the student, and the student's validation accuracy would stop being a
-    held-out measure. Raises naming the file and the key that differs."""
-    for key in SPLIT_KEYS:
-        if key in teacher_config and teacher_config[key] != getattr(config, key):
-            raise ValueError(f"--distill-from {path}: was trained with {key}={teacher_config[key]!r}, this run has "
-                             f"{getattr(config, key)!r}; the validation split must be the same")
 
 
 def teacher_log_probs(config: TrainConfig, images: np.ndarray, labels: np.ndarray, run_dir: Path, reporter=None) -> np.ndarray:
@@ -54,22 +44,21 @@ def teacher_log_probs(config: TrainConfig, images: np.ndarray, labels: np.ndarra
 
     path = Path(config.distill_from)
     classifier = load_classifier(path, threads=config.threads)  # ModelError names the file and the problem
-    check_teacher_split(path, classifier.metadata.get(META_CONFIG) or {}, config)
+    # a teacher that saw this run's validation faces would pass what it learned from them on to the student
+    check_same_split(config, classifier.metadata.get(META_CONFIG) or {}, f"--distill-from {path}")
     digest = _sha256(path)[:16]
     faces = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
     cache, record = run_dir / TEACHER_FILE, run_dir / TEACHER_RECORD
     shared = cache_root() / "teachers" / f"{digest}-{faces}.npy"
-    for kept in (cache, shared):
-        if kept.exists():
-            log_probs = np.load(kept)
-            if log_probs.shape == (len(images), len(CLASS_NAMES)) and (kept == shared or _recorded(record, digest, faces)):
-                break
-    else:
-        log_probs = _run_teacher(classifier, images, cache, reporter)
+    in_run = cache.exists() and _recorded(record, digest, faces)  # this run's own copy (--resume), else the user's
+    source = cache if in_run else shared
+    log_probs = np.load(source) if source.exists() else None
+    if log_probs is None or log_probs.shape != (len(images), len(CLASS_NAMES)):
+        log_probs, in_run = _run_teacher(classifier, images, cache, reporter), False
         shared.parent.mkdir(parents=True, exist_ok=True)
         np.save(shared, log_probs)
     agreement = float((log_probs.argmax(1) == labels).mean())
-    if not cache.exists() or not _recorded(record, digest, faces):
+    if not in_run:
         np.save(cache, log_probs)
         record.write_text(json.dumps({"teacher": str(path), "sha256": digest, "faces_sha256": faces, "images": len(images),
                                       "train_accuracy": agreement}, indent=2))

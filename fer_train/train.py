@@ -26,7 +26,7 @@ from torch import nn
 
 from .augment import random_affine, random_erase
 from .checkpoint import load_checkpoint, load_parent, save_checkpoint
-from .config import SPLIT_KEYS, TrainConfig
+from .config import TrainConfig, check_same_split
 from .distill import distillation_loss, teacher_log_probs
 from .io import DataError, Split, default_data_path, load_source
 from .models import count_parameters, create_model
@@ -264,11 +264,7 @@ def start_from_parent(config: TrainConfig, model: nn.Module, images: torch.Tenso
     if ckpt["model_name"] != config.model or ckpt.get("model_kwargs", {}) != config.model_kwargs:
         raise ValueError(f"--init-from {config.init_from}: holds a {ckpt['model_name']!r} model{' ' + str(ckpt['model_kwargs']) if ckpt.get('model_kwargs') else ''}, "
                          f"not the {config.model!r} this run trains")
-    parent = ckpt.get("config") or {}
-    for key in SPLIT_KEYS:  # else its weights have seen this run's validation images
-        if key in parent and parent[key] != getattr(config, key):
-            raise ValueError(f"--init-from {config.init_from}: was trained with {key}={parent[key]!r}, this run has "
-                             f"{getattr(config, key)!r}; the validation split must be the same")
+    check_same_split(config, ckpt.get("config") or {}, f"--init-from {config.init_from}")
     model.load_state_dict(ckpt["state_dict"])
     if ckpt.get(UNFOLDED_KEY):
         calibrate_unfolded_batchnorm(model, images[:CALIBRATION_IMAGES])
