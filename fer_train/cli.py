@@ -101,6 +101,11 @@ def _train_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _given(argv: list[str], flags) -> list[str]:
+    """The ``flags`` that appear in ``argv`` (as ``--flag value`` or ``--flag=value``), in command-line order."""
+    return [a.split("=")[0] for a in argv if a.split("=")[0] in flags]
+
+
 def train_main(argv: list[str]) -> int:
     from .progress import Reporter
 
@@ -119,7 +124,7 @@ def train_main(argv: list[str]) -> int:
             if not saved.exists():
                 raise DataError(saved, "not a run folder (no config.json)")
             config = TrainConfig.from_dict(json.loads(saved.read_text()))
-            epochs_given = any(a == "--epochs" or a.startswith("--epochs=") for a in argv)
+            epochs_given = bool(_given(argv, ("--epochs",)))
             if args.threads is not None:  # the machine may differ from the one the run started on
                 config.threads = args.threads
             if config.semi:  # a semi-supervised run resumes at the start of the epoch in progress of the arm in progress
@@ -135,18 +140,18 @@ def train_main(argv: list[str]) -> int:
         else:
             fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
             config = TrainConfig(**fields)
-            stray = [a.split("=")[0] for a in argv if a.split("=")[0] in SEMI_ONLY_FLAGS]
+            stray = _given(argv, SEMI_ONLY_FLAGS)
             if stray and not config.semi:
                 raise ValueError(f"{', '.join(stray)}: only for semi-supervised runs; add --semi")
             if config.semi and config.distill_from:
                 raise ValueError("--distill-from: for ordinary training, not --semi runs")
-            loose = [a.split("=")[0] for a in argv if a.split("=")[0] in ("--distill-weight", "--distill-temperature")]
+            loose = _given(argv, ("--distill-weight", "--distill-temperature"))
             if loose and not config.distill_from:
                 raise ValueError(f"{', '.join(loose)}: only with --distill-from TEACHER.onnx")
             if config.semi:
                 from .semi import new_semi_run_dir, train_semi
 
-                if any(a == "--epochs" or a.startswith("--epochs=") for a in argv):
+                if _given(argv, ("--epochs",)):
                     raise ValueError("with --semi every arm trains --rounds × --epochs-per-round epochs; drop --epochs")
                 run_dir = Path(args.run_dir) if args.run_dir else new_semi_run_dir(config, args.runs_root)
                 result = train_semi(config, run_dir, reporter, export=not args.no_export)
