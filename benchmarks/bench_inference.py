@@ -4,7 +4,8 @@ this CPU's peak.
     .venv/bin/python benchmarks/bench_inference.py                  # every model in exported/
     .venv/bin/python benchmarks/bench_inference.py runs/bench-dnn   # or any .onnx files / folders
 
-For each model: images per second at batch 1 and 256, latency p50/p99 at batch 1, FLOPs per image
+For each model and its speed variants (``<stem>.onnx``, ``.fast``, ``.int8``; a ``.fast`` rewrite made in memory
+where none is shipped; ``--all-files`` adds tta and ensemble): images per second at batch 1 and 256, latency p50/p99 at batch 1, FLOPs per image
 (convolutions and matrix products of the ONNX graph, 2 × MACs) and the fraction of the CPU's peak they
 reach; torch eager on the same weights; the time the TUI takes to predict the 3,589 PublicTest faces
 (``load_classifier(path).predict_logits(images)``); the saliency graph ``<stem>.grad.onnx`` when it is
@@ -36,9 +37,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fer_train.constants import ONNX_INPUT, ONNX_OUTPUT  # noqa: E402
+from fer_runtime.contract import META_ARCHITECTURE, META_KIND, META_VARIANT, ONNX_INPUT, ONNX_OUTPUT  # noqa: E402
 from fer_train.optimize import count_flops  # noqa: E402
-from fer_train.runtime import load_classifier  # noqa: E402
+from fer_runtime.classifier import load_classifier  # noqa: E402
+from fer_runtime.variants import fastest_variant  # noqa: E402
 
 BIG_BATCH = 256
 
@@ -205,7 +207,10 @@ def model_meta(path: Path) -> dict:
     return meta
 
 
-def find_models(paths: list[str]) -> dict[str, list[Path]]:
+SPEED_MIDDLES = ("", "fast", "int8")  # <stem>.onnx, <stem>.fast.onnx, <stem>.int8.onnx; tta/ensemble are other models
+
+
+def find_models(paths: list[str], all_files: bool = False) -> dict[str, list[Path]]:
     """Models grouped by their base: ``cnn.onnx`` with ``cnn.fast.onnx`` and ``cnn.int8.onnx``.
 
     Explanation companions (``<stem>.grad.onnx`` and the like, whose metadata has ``explain_kind``) are
@@ -216,7 +221,7 @@ def find_models(paths: list[str]) -> dict[str, list[Path]]:
         files += sorted(p.glob("*.onnx")) if p.is_dir() else [p]
     groups: dict[str, list[Path]] = {}
     for f in files:
-        if "explain_kind" in model_meta(f):
+        if META_KIND in model_meta(f) or (not all_files and ".".join(f.name.split(".")[1:-1]) not in SPEED_MIDDLES):
             continue
         base = f.parent / (f.name.split(".")[0] + ".onnx")
         groups.setdefault(str(base), []).append(f)
@@ -235,7 +240,7 @@ def torch_model_for(path: Path):
     from fer_train.models import create_model
 
     meta = model_meta(path)
-    model = create_model(str(meta.get("architecture", "cnn"))).eval()
+    model = create_model(str(meta.get(META_ARCHITECTURE, "cnn"))).eval()
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
     state = model.state_dict()
     loaded = {k: torch.from_numpy(inits[k].copy()) for k in state if k in inits and inits[k].shape == tuple(state[k].shape)}
@@ -251,9 +256,9 @@ def variant_name(path: Path) -> str:
 def face_sets() -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
     """(test images, their labels, validation images for calibration, a description): the 3,589 PublicTest
     faces and the study's validation faces when FER2013 is found, else generated faces."""
-    from fer_train.io import default_data_path, load_source
-    from fer_train.splits import make_splits
-    from fer_train.synthetic import make_faces
+    from fer_runtime.io import default_data_path, load_source
+    from fer_runtime.splits import make_splits
+    from fer_runtime.synthetic import make_faces
 
     path = default_data_path()
     if path is not None and Path(path).exists():
@@ -323,7 +328,10 @@ def main() -> None:
     p.add_argument("models", nargs="*", default=[str(REPO / "exported")], help=".onnx files or folders (default: exported/)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for onnxruntime and torch (default: all cores)")
     p.add_argument("--seconds", type=float, default=2.0, help="time spent on each measurement (default: %(default)s)")
-    p.add_argument("--no-sweep", action="store_true", help="skip the onnxruntime settings sweep and the profile")
+    p.add_argument("--no-sweep", action="store_true", help="skip the onnxruntime settings sweep and the ablation of the steps")
+    p.add_argument("--no-profile", action="store_true", help="skip the profile of every model's fp32 and int8 files")
+    p.add_argument("--no-torch", action="store_true", help="skip torch eager")
+    p.add_argument("--all-files", action="store_true", help="also time <stem>.tta.onnx, <stem>.ensemble.onnx (other models, not speed variants)")
     p.add_argument("--json", default=str(REPO / "runs" / "bench" / "inference.json"))
     args = p.parse_args()
 
@@ -331,7 +339,7 @@ def main() -> None:
     import torch
 
     started = load_average()
-    groups = find_models(args.models)
+    groups = find_models(args.models, args.all_files)
     if not groups:
         sys.exit(f"no models found in {', '.join(args.models)}; export one (fer-train export RUN --name cnn) or pass .onnx paths")
     facts = cpu_facts()
@@ -339,12 +347,13 @@ def main() -> None:
     batch_images = images.astype(np.float32)[:, None]
     if len(batch_images) < BIG_BATCH:
         batch_images = np.concatenate([batch_images] * (BIG_BATCH // len(batch_images) + 1))
-    print(f"{facts['model']}, {facts['cores']} cores, {args.threads} threads; onnxruntime {ort.__version__}, torch {torch.__version__}, "
+    today = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    print(f"{today}: {facts['model']}, {facts['cores']} cores, {args.threads} threads; onnxruntime {ort.__version__}, torch {torch.__version__}, "
           f"numpy {np.__version__}; load average at start {started}; inputs: {images_desc}", flush=True)
 
     measured = measured_peaks(args.threads)
     peak = peaks(facts, measured)
-    report: dict = {"machine": facts, "threads": args.threads, "load_average_start": started, "inputs": images_desc,
+    report: dict = {"date": today, "machine": facts, "threads": args.threads, "load_average_start": started, "inputs": images_desc,
                     "versions": {"onnxruntime": ort.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()},
                     "measured_matmul_gflops": measured, "peak_gflops": peak, "models": {}}
 
@@ -355,13 +364,26 @@ def main() -> None:
         gflop = count_flops(flops_source).flops / 1e9
         entry: dict = {"gflop_per_image": gflop, "files": {}}
         report["models"][base] = entry
-        torch.set_num_threads(args.threads)
-        model, n_loaded, n_params = torch_model_for(flops_source)
-        with torch.inference_mode():
-            t_speed = speed(lambda b: model(torch.from_numpy(b)), batch_images, args.seconds)
-        t_speed["weights_loaded"] = f"{n_loaded}/{n_params} tensors"
-        entry["torch_eager"] = t_speed
-        rows.append((base_path.stem, "torch eager fp32", gflop, t_speed, "fp32", None))
+        if not args.no_torch:
+            torch.set_num_threads(args.threads)
+            model, n_loaded, n_params = torch_model_for(flops_source)
+            with torch.inference_mode():
+                t_speed = speed(lambda b: model(torch.from_numpy(b)), batch_images, args.seconds)
+            t_speed["weights_loaded"] = f"{n_loaded}/{n_params} tensors"
+            entry["torch_eager"] = t_speed
+            rows.append((base_path.stem, "torch eager fp32", gflop, t_speed, "fp32", None))
+        entry["auto"] = str(fastest_variant(base_path)) if base_path.exists() else None  # what load_classifier(variant="auto") opens
+        if base_path.exists() and not any(".fast." in f.name for f in files):
+            # no fast file shipped: the same rewrite, made in memory, so that every model has its three rows
+            import onnx
+
+            from fer_train.optimize import simplify
+
+            session = ort_session(simplify(onnx.load(str(base_path)))[0].SerializeToString(), args.threads)
+            s = speed(ort_runner(session), batch_images, args.seconds)
+            s["variant"] = "fp32-fast (in memory, not shipped)"
+            entry["files"][f"{base_path.stem}.fast (in memory)"] = s
+            rows.append((base_path.stem, "onnxruntime fp32 fast (in memory; not shipped)", gflop, s, "fp32", None))
         for f in files:
             meta = model_meta(f)
             session = ort_session(f, args.threads)
@@ -374,7 +396,7 @@ def main() -> None:
             s["tui_images"] = len(images)
             accuracy = float((logits.argmax(1) == labels).mean()) if labels is not None else None
             s["test_accuracy_measured"] = accuracy
-            s["variant"] = meta.get("variant", "fp32")
+            s["variant"] = meta.get(META_VARIANT, "fp32")
             entry["files"][str(f)] = s
             kind = "int8" if "int8" in s["variant"] else "fp32"
             rows.append((base_path.stem, f"onnxruntime {variant_name(f)}", gflop, s, kind, accuracy))
@@ -405,6 +427,9 @@ def main() -> None:
         print(f"| {stem} | {engine} | {gflop:.3f} | {s['b1_img_s']:,.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {s['b256_img_s']:,.0f} | "
               f"{rate:,.0f} | {100 * rate / theory:.0f} % / {100 * rate / attainable:.0f} % | {f'{100 * acc:.2f} %' if acc is not None else '—'} | {tui} |")
     print("\n% peak: GFLOP/s at batch 256 against the theoretical / the measured peak; int8 rows against the int8 peaks.")
+    for base, entry in report["models"].items():
+        if entry.get("auto"):
+            print(f"load_classifier({Path(base).name!r}, variant='auto') opens {Path(entry['auto']).name}.")
     for stem in dict.fromkeys(r[0] for r in rows):
         timed = [(r[3]["tui_predict_s"], r[1]) for r in rows if r[0] == stem and "tui_predict_s" in r[3]]
         if timed:
@@ -443,12 +468,15 @@ def main() -> None:
                     sweep.append({"file": str(f), "threads": threads, "spinning": spinning, "level": level, **{f"b{b}": r for b, r in rates.items()}})
                     print(f"| {f.name} | {threads} | {'yes' if spinning else 'no'} | {level.lower()} | {rates[1]:,.0f} | {rates[32]:,.0f} | "
                           f"{rates[BIG_BATCH]:,.0f} |", flush=True)
+
+    if not args.no_profile:
         report["profile"] = {}
         print("\nWhere the time goes (onnxruntime profiler, batch 32, share of kernel time by operator):\n")
-        for f in sweep_files:
-            shares = profile(f, batch_images, args.threads)
-            report["profile"][str(f)] = shares
-            print(f"- {f.name}: " + ", ".join(f"{op} {share:.0f} %" for op, share in shares if share >= 1))
+        for files in groups.values():
+            for f in files:
+                shares = profile(f, batch_images, args.threads)
+                report["profile"][str(f)] = shares
+                print(f"- {f.name}: " + ", ".join(f"{op} {share:.0f} %" for op, share in shares if share >= 1), flush=True)
 
     print("\nOne core, by CPU time (images per CPU-second, 1 thread; robust to a busy machine, an estimate of one quiet core):\n")
     print("| model | engine | b=1 | b=32 |")
@@ -456,8 +484,10 @@ def main() -> None:
     report["per_cpu_second"] = per_cpu = {}
     torch.set_num_threads(1)
     for base, files in groups.items():
-        model, _, _ = torch_model_for(Path(base) if Path(base).exists() else files[0])
-        engines = [("torch eager fp32", lambda b: model(torch.from_numpy(b)))]
+        engines = []
+        if not args.no_torch:
+            model, _, _ = torch_model_for(Path(base) if Path(base).exists() else files[0])
+            engines = [("torch eager fp32", lambda b, model=model: model(torch.from_numpy(b)))]
         engines += [(f"onnxruntime {variant_name(f)}", ort_runner(ort_session(f, 1, spinning=False))) for f in files]
         for engine, run in engines:
             with torch.inference_mode():

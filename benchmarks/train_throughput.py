@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from fer_train.config import TrainConfig
-from fer_train.io import default_data_path, load_source
+from fer_runtime.io import default_data_path, load_source
 from fer_train.models import create_model
-from fer_train.synthetic import make_faces
+from fer_runtime.synthetic import make_faces
 from fer_train.train import bf16_supported, build_optimizer, train_one_epoch
 
 

@@ -1,4 +1,4 @@
-"""``fer-train``: train (the default), ``evaluate``, ``export`` and ``data``.
+"""``fer-train``: train (the default), ``evaluate``, ``export``, ``data``, ``explain``, ``optimize`` and ``report``.
 
     fer-train --model cnn --epochs 30                 train on FER2013 found on its own
     fer-train --resume runs/cnn-20261127-101500       continue an interrupted run
@@ -7,6 +7,7 @@
     fer-train export runs/cnn-... --name cnn          exported/cnn.onnx, checked against torch
     fer-train data [PATH]                             what a data source holds
     fer-train explain runs/cnn-... --out DIR          saliency, filter and layer-output pictures, with an index
+    fer-train optimize exported/cnn.onnx              faster variants (fast, int8; tta, ensemble when asked), each behind the accuracy gate
     fer-train report                                  REPORT.md's figures and numbers from exported/ and the real data
 """
 
@@ -19,9 +20,12 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
+
+from fer_runtime.contract import EVENT_ERROR
+from fer_runtime.io import DataError
 
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig
-from .io import DataError
 
 SUBCOMMANDS = ("evaluate", "export", "data", "explain", "optimize", "report")
 
@@ -32,12 +36,15 @@ SEMI_ONLY_FLAGS = ("--threshold", "--labeled-fraction", "--rounds", "--epochs-pe
 def _train_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="fer-train", description="Train a facial-expression classifier on FER2013 (or any supported data).",
-                                epilog="Other commands: fer-train evaluate MODEL | export RUN --name NAME | data [PATH] | explain RUN. "
-                                       "Add --help after one for its options.")
+                                epilog="Other commands: fer-train evaluate MODEL | export RUN --name NAME | data [PATH] | explain RUN | optimize MODEL.onnx | report. "
+                                       "Add --help after one for its options. "
+                                       "On several processes or machines: torchrun --nproc-per-node N -m fer_train ... (docs/distributed.md).")
     p.add_argument("--model", default=d.model, help="registered model name (default: %(default)s)")
     p.add_argument("--data", default=None, help="FER2013 CSV (.csv or .csv.gz), course-format CSV or image folder; default: $FER_DATA or ../shared/data/fer2013")
     p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="images per optimizer step (default: %(default)s); under torchrun the global batch: each of the N "
+                        "processes takes batch/N, so it must divide by N")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: adam 1e-3, adadelta 1.0, sgd 0.05)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
@@ -56,7 +63,7 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with AVX512-BF16/AMX, or CUDA)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory layout for convolutions (faster on most CPUs)")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores; under torchrun, per process: the cores shared out)")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training images (quick tries)")
     p.add_argument("--limit-val", type=int, default=None, help="use only the first N validation and test images")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed rows (reported) instead of stopping at the first")
@@ -112,59 +119,88 @@ def train_main(argv: list[str]) -> int:
     args = _train_parser().parse_args(argv)
     reporter = Reporter(args.progress)
     if args.data is not None and not Path(args.data).exists():  # before torch's import, which takes seconds
-        reporter.emit("error", message=str(DataError(args.data, "no such file or folder")))
+        reporter.emit(EVENT_ERROR, message=str(DataError(args.data, "no such file or folder")))
         return 2
+    from . import distributed
     from .semi import ArmFailed
-    from .train import new_run_dir, train
 
-    try:
-        if args.resume:
-            run_dir = Path(args.resume)
-            saved = run_dir / "config.json"
-            if not saved.exists():
-                raise DataError(saved, "not a run folder (no config.json)")
-            config = TrainConfig.from_dict(json.loads(saved.read_text()))
-            epochs_given = bool(_given(argv, ("--epochs",)))
-            if args.threads is not None:  # the machine may differ from the one the run started on
-                config.threads = args.threads
-            if config.semi:  # a semi-supervised run resumes at the start of the epoch in progress of the arm in progress
+    with distributed.session():  # under torchrun: join the group (outside it, nothing)
+        reporter = distributed.rank_reporter(reporter)  # rank 0 reports for the group; the others only their errors
+        try:
+            config, run_dir, resume = distributed.from_rank0(lambda: _plan_run(args, argv))
+            if config.semi:
                 from .semi import train_semi
 
-                if epochs_given:
-                    raise ValueError("a --semi run's budget is its --rounds × --epochs-per-round; --epochs does not apply")
-                result = train_semi(config, run_dir, reporter, resume=True, export=not args.no_export)
+                result = train_semi(config, run_dir, reporter, resume=resume, export=not args.no_export)
             else:
-                if epochs_given:  # extend the run
-                    config.epochs = args.epochs
-                result = train(config, run_dir, reporter, resume=True, export=not args.no_export)
-        else:
-            fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
-            config = TrainConfig(**fields)
-            stray = _given(argv, SEMI_ONLY_FLAGS)
-            if stray and not config.semi:
-                raise ValueError(f"{', '.join(stray)}: only for semi-supervised runs; add --semi")
-            if config.semi and config.distill_from:
-                raise ValueError("--distill-from: for ordinary training, not --semi runs")
-            loose = _given(argv, ("--distill-weight", "--distill-temperature"))
-            if loose and not config.distill_from:
-                raise ValueError(f"{', '.join(loose)}: only with --distill-from TEACHER.onnx")
-            if config.semi:
-                from .semi import new_semi_run_dir, train_semi
+                from .train import train
 
-                if _given(argv, ("--epochs",)):
-                    raise ValueError("with --semi every arm trains --rounds × --epochs-per-round epochs; drop --epochs")
-                run_dir = Path(args.run_dir) if args.run_dir else new_semi_run_dir(config, args.runs_root)
-                result = train_semi(config, run_dir, reporter, export=not args.no_export)
-            else:
-                run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(config, args.runs_root)
-                result = train(config, run_dir, reporter, export=not args.no_export)
-    except (DataError, ValueError, FileNotFoundError) as exc:
-        reporter.emit("error", message=str(exc))
-        return 2
-    except ArmFailed as exc:  # every other arm finished or saved its epoch; the message says how to go on
-        reporter.emit("error", message=str(exc))
-        return 1
+                result = train(config, run_dir, reporter, resume=resume, export=not args.no_export)
+        except (DataError, ValueError, FileNotFoundError) as exc:
+            reporter.emit(EVENT_ERROR, message=str(exc))
+            return 2
+        except distributed.FailedOnRank0:  # rank 0 reports it
+            return 2
+        except ArmFailed as exc:  # every other arm finished or saved its epoch; the message says how to go on
+            reporter.emit(EVENT_ERROR, message=str(exc))
+            return 1
+        except RuntimeError as exc:
+            if not distributed.lost_peer(exc):
+                raise
+            # another rank died or stopped answering; torchrun names it in its report
+            who = "rank 0: " if distributed.world().is_main else ""  # the other ranks' reporters name theirs
+            reporter.emit(EVENT_ERROR, message=f"{who}lost the other processes of the group "
+                                               f"({exc.__class__.__name__}: {str(exc).strip()}); torchrun's report names the rank that failed first")
+            return 1
     return 130 if result.interrupted else 0
+
+
+def _plan_run(args: argparse.Namespace, argv: list[str]) -> tuple[TrainConfig, Path, bool]:
+    """The run's config, folder and whether it resumes, from the flags (or the folder's ``config.json`` for
+    ``--resume``). Under torchrun rank 0 alone decides (it names the folder) and sends it to the others."""
+    from . import distributed
+    from .train import new_run_dir
+
+    torchrun = distributed.world().distributed
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.json"
+        if not saved.exists():
+            raise DataError(saved, "not a run folder (no config.json)")
+        config = TrainConfig.from_dict(json.loads(saved.read_text()))
+        epochs_given = bool(_given(argv, ("--epochs",)))
+        if args.threads is not None:  # the machine may differ from the one the run started on
+            config.threads = args.threads
+        if config.semi:  # a semi-supervised run resumes at the start of the epoch in progress of the arm in progress
+            if torchrun:
+                raise ValueError(f"{run_dir} is a --semi run: not for torchrun; resume it as one process (python -m fer_train --resume ...)")
+            if epochs_given:
+                raise ValueError("a --semi run's budget is its --rounds × --epochs-per-round; --epochs does not apply")
+        elif epochs_given:  # extend the run
+            config.epochs = args.epochs
+        distributed.check_global_batch(config.batch_size)
+        return config, run_dir, True
+    fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    config = TrainConfig(**fields)
+    stray = _given(argv, SEMI_ONLY_FLAGS)
+    if stray and not config.semi:
+        raise ValueError(f"{', '.join(stray)}: only for semi-supervised runs; add --semi")
+    if config.semi and torchrun:
+        raise ValueError("--semi: not under torchrun (its arms are separate models; --parallel-arms trains them at the same time); "
+                         "run it as one process: python -m fer_train --semi ...")
+    if config.semi and config.distill_from:
+        raise ValueError("--distill-from: for ordinary training, not --semi runs")
+    loose = _given(argv, ("--distill-weight", "--distill-temperature"))
+    if loose and not config.distill_from:
+        raise ValueError(f"{', '.join(loose)}: only with --distill-from TEACHER.onnx")
+    distributed.check_global_batch(config.batch_size)
+    if config.semi:
+        from .semi import new_semi_run_dir
+
+        if _given(argv, ("--epochs",)):
+            raise ValueError("with --semi every arm trains --rounds × --epochs-per-round epochs; drop --epochs")
+        return config, Path(args.run_dir) if args.run_dir else new_semi_run_dir(config, args.runs_root), False
+    return config, Path(args.run_dir) if args.run_dir else new_run_dir(config, args.runs_root), False
 
 
 def evaluate_main(argv: list[str]) -> int:
@@ -199,7 +235,7 @@ def export_main(argv: list[str]) -> int:
     try:
         path = export_run(args.run, reporter=reporter, export_name=args.name, export_dir=args.export_dir, prefer="last" if args.last else "best")
     except (DataError, ValueError, FileNotFoundError, ExportError) as exc:
-        reporter.emit("error", message=str(exc))
+        reporter.emit(EVENT_ERROR, message=str(exc))
         return 2
     print(path)
     return 0
@@ -208,9 +244,9 @@ def export_main(argv: list[str]) -> int:
 def data_main(argv: list[str]) -> int:
     from rich.table import Table
 
-    from .constants import CLASS_NAMES
-    from .io import default_data_path, load_source
-    from .splits import make_splits
+    from fer_runtime.contract import CLASS_NAMES
+    from fer_runtime.io import default_data_path, load_source
+    from fer_runtime.splits import make_splits
 
     p = argparse.ArgumentParser(prog="fer-train data", description="Load a data source and show what it holds, per split and class.")
     p.add_argument("path", nargs="?", default=None)
@@ -248,10 +284,11 @@ def data_main(argv: list[str]) -> int:
 
 
 def explain_main(argv: list[str]) -> int:
+    from fer_runtime.explain import AscentConfig
+
     from .explain.backward import UnsupportedModelError
     from .explain.report import DEFAULT_LAYERS, DEFAULT_STEPS, explain_model
     from .explain.saliency import METHODS
-    from .explain_runtime import AscentConfig
 
     p = argparse.ArgumentParser(prog="fer-train explain", description="Saliency maps, filter visualisation by gradient ascent and layer "
                                 "outputs of a model, as pictures in one folder with an index (index.md, index.html).")
@@ -296,8 +333,11 @@ def explain_main(argv: list[str]) -> int:
 
 
 def optimize_main(argv: list[str]) -> int:
+    from fer_runtime.classifier import ModelError
+
     from .optimize import MAX_ACCURACY_DROP, VARIANTS, OptimizeError, load_optimize_splits, optimize_model
-    from .runtime import ModelError
+    from .optimize.int8 import CALIBRATION_METHODS
+    from .optimize.variants import DEFAULT_CALIBRATION, DEFAULT_PERCENTILE
 
     p = argparse.ArgumentParser(prog="fer-train optimize", description="Faster variants of an exported model beside it: <stem>.fast.onnx "
                                 "(fp32, rewritten graph) and <stem>.int8.onnx (static int8, calibrated on validation faces), each "
@@ -313,16 +353,27 @@ def optimize_main(argv: list[str]) -> int:
                    help="ensemble: another exported model (same validation split) to average with; repeat for more")
     p.add_argument("--ensemble-flip", action="store_true", help="ensemble: also run every member on the mirror image (2× the compute)")
     p.add_argument("--calibration", type=int, default=1000, metavar="N", help="validation faces to calibrate int8 on (default: %(default)s)")
-    p.add_argument("--weight-bits", type=int, default=7, choices=(7, 8), help="int8 weights: 7 bits give the same results on every "
-                   "x86 CPU, 8 are finer but can overflow on CPUs without VNNI (default: %(default)s)")
+    p.add_argument("--weight-bits", default="auto", choices=("auto", "7", "8"), help="int8 weights: 7 bits give the same results on "
+                   "every x86 CPU, 8 are finer but only exact on CPUs with VNNI (fer_runtime skips such a file elsewhere); auto: 7 bits, "
+                   "else 7 bits with the first and last layers in fp32, else 8 bits, the first that loses at most a quarter point "
+                   "of validation accuracy (default: %(default)s)")
+    p.add_argument("--calibration-method", default=DEFAULT_CALIBRATION, choices=CALIBRATION_METHODS,
+                   help="int8 activation ranges: minmax (the extremes), percentile (clip the rarest outliers, see --percentile) "
+                        "or entropy (least KL divergence) (default: %(default)s)")
+    p.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="percentile calibration: the share of values "
+                   "kept in range, both tails together (default: %(default)s)")
+    p.add_argument("--per-tensor", action="store_true", help="int8 weights: one scale per tensor instead of per output channel")
+    p.add_argument("--keep-float", nargs="+", default=[], metavar="NODE", help="int8: nodes left in fp32: first (the first conv), "
+                   "last (the classifier's last layer) or node names (default: none)")
     p.add_argument("--max-drop", type=float, default=MAX_ACCURACY_DROP, help="accuracy points a variant may lose (default: %(default)s)")
     args = p.parse_args(argv)
     console = Console(stderr=True)
     try:
         splits = load_optimize_splits(Path(args.model), args.data)
         results = optimize_model(args.model, splits, out_dir=args.out_dir, variants=args.variants, calibration_images=args.calibration,
-                                 weight_bits=args.weight_bits, max_drop=args.max_drop, log=lambda line: console.print(line, soft_wrap=True),
-                                 members=args.members, ensemble_flip=args.ensemble_flip)
+                                 weight_bits=args.weight_bits if args.weight_bits == "auto" else int(args.weight_bits), max_drop=args.max_drop, log=lambda line: console.print(line, soft_wrap=True),
+                                 members=args.members, ensemble_flip=args.ensemble_flip, calibration=args.calibration_method,
+                                 percentile=args.percentile, per_channel=not args.per_tensor, keep_float=args.keep_float)
     except (DataError, ValueError, FileNotFoundError, ModelError, OptimizeError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2
@@ -355,12 +406,24 @@ def report_main(argv: list[str]) -> int:
     return 0
 
 
+TRAIN_EXTRA = ("torch", "onnx", "matplotlib")  # what `pip install 'fer-workbench[train]'` adds to the base install
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
-        return {"evaluate": evaluate_main, "export": export_main, "data": data_main, "explain": explain_main,
-                "optimize": optimize_main, "report": report_main}[argv[0]](argv[1:])
-    return train_main(argv)
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            return {"evaluate": evaluate_main, "export": export_main, "data": data_main, "explain": explain_main,
+                    "optimize": optimize_main, "report": report_main}[argv[0]](argv[1:])
+        return train_main(argv)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in TRAIN_EXTRA:
+            raise
+        Console(stderr=True, highlight=False).print("[red]error:[/] " + escape(
+            f"fer-train needs {exc.name}, which the base install leaves out (it runs models without torch). "
+            "Install the training extra: pip install torch==2.13.0 (CPU) or a CUDA build of torch, then pip install 'fer-workbench[train]' "
+            "(from a checkout: pip install '.[train]')."))
+        return 2
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ class TrainConfig:
     distill_from: str | None = None  # an exported teacher (.onnx, e.g. an ensemble) whose soft predictions the model also learns
     distill_weight: float = 0.7  # w in (1 - w) * CE(labels) + w * T² * KL(teacher || student)
     distill_temperature: float = 2.0
+    world_size: int = 1  # processes that trained the run together (torchrun); set by the trainer, not a flag
     init_from: str | None = None  # fine-tune: start from this run's (or checkpoint's, or exported .onnx's) best weights, fresh optimizer and schedule
     # semi-supervised training (--semi, fer_train.semi); ordinary training ignores all of these
     semi: bool = False

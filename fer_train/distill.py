@@ -27,9 +27,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fer_runtime.contract import CLASS_NAMES, EVENT_MESSAGE
+
 from .config import TrainConfig, check_same_split
-from .constants import CLASS_NAMES
-from .optimize import _sha256
+from .optimize.graph import model_sha256
 
 TEACHER_FILE = "teacher.npy"
 TEACHER_RECORD = "teacher.json"
@@ -39,14 +40,15 @@ def teacher_log_probs(config: TrainConfig, images: np.ndarray, labels: np.ndarra
     """Log-probabilities (N, 7) of the teacher ``config.distill_from`` on ``images`` (uint8, (N, 1|, 48, 48)),
     computed once: they are kept in ``run_dir`` (for ``--resume``) and in the user's cache, keyed on the teacher
     file and the images, so that another run distilling the same teacher on the same faces starts at once."""
-    from .io import cache_root
-    from .runtime import META_CONFIG, load_classifier
+    from fer_runtime.classifier import load_classifier
+    from fer_runtime.contract import META_CONFIG
+    from fer_runtime.io import cache_root
 
     path = Path(config.distill_from)
     classifier = load_classifier(path, threads=config.threads)  # ModelError names the file and the problem
     # a teacher that saw this run's validation faces would pass what it learned from them on to the student
     check_same_split(config, classifier.metadata.get(META_CONFIG) or {}, f"--distill-from {path}")
-    digest = _sha256(path)[:16]
+    digest = model_sha256(path)[:16]
     faces = hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()[:16]
     cache, record = run_dir / TEACHER_FILE, run_dir / TEACHER_RECORD
     shared = cache_root() / "teachers" / f"{digest}-{faces}.npy"
@@ -63,7 +65,7 @@ def teacher_log_probs(config: TrainConfig, images: np.ndarray, labels: np.ndarra
         record.write_text(json.dumps({"teacher": str(path), "sha256": digest, "faces_sha256": faces, "images": len(images),
                                       "train_accuracy": agreement}, indent=2))
     if reporter is not None:
-        reporter.emit("message", text=f"teacher {path}: {agreement:.1%} of the {len(images):,} training faces right, un-augmented")
+        reporter.emit(EVENT_MESSAGE, text=f"teacher {path}: {agreement:.1%} of the {len(images):,} training faces right, un-augmented")
     return log_probs
 
 
@@ -76,7 +78,7 @@ def _recorded(record: Path, digest: str, faces: str) -> bool:
 
 def _run_teacher(classifier, images: np.ndarray, cache: Path, reporter=None) -> np.ndarray:
     if reporter is not None:
-        reporter.emit("message", text=f"running the teacher {classifier.path} on the {len(images):,} training faces, once (kept in {cache})")
+        reporter.emit(EVENT_MESSAGE, text=f"running the teacher {classifier.path} on the {len(images):,} training faces, once (kept in {cache})")
     start = time.perf_counter()
 
     def progress(done, total):  # a bar (its loss and accuracy columns stay 0: the teacher does not train)

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .config import TrainConfig
-from .metrics import Report, classification_report, most_confused, row_normalise
+from fer_runtime.metrics import Report, classification_report, most_confused, row_normalise
 
 
 @dataclass
@@ -26,14 +26,14 @@ class Evaluation:
 def predict_any(model_path: Path, images: np.ndarray) -> tuple[np.ndarray, list[str], str]:
     """Logits from an .onnx (onnxruntime) or a checkpoint/run folder (torch), class names and a display name."""
     if model_path.suffix == ".onnx":
-        from .runtime import load_classifier
+        from fer_runtime.classifier import load_classifier
 
         clf = load_classifier(model_path)
         return clf.predict_logits(images), clf.class_names, clf.name
     import torch
 
     from .checkpoint import load_checkpoint, model_from_checkpoint
-    from .constants import CLASS_NAMES
+    from fer_runtime.contract import CLASS_NAMES
     from .train import predict_logits
 
     ckpt = load_checkpoint(model_path)
@@ -46,7 +46,8 @@ def predict_any(model_path: Path, images: np.ndarray) -> tuple[np.ndarray, list[
 def _config_for(model_path: Path, data: str | None) -> TrainConfig:
     """The data protocol the model was trained with (seed, held-out fraction), on ``data`` if given."""
     if model_path.suffix == ".onnx":
-        from .runtime import META_CONFIG, load_classifier
+        from fer_runtime.classifier import load_classifier
+        from fer_runtime.contract import META_CONFIG
 
         saved = load_classifier(model_path).metadata.get(META_CONFIG) or {}
     else:
@@ -62,7 +63,7 @@ def _config_for(model_path: Path, data: str | None) -> TrainConfig:
 def evaluate(model_path: str | Path, split: str = "val", data: str | None = None, out_dir: str | Path | None = None,
              console: Console | None = None) -> Evaluation:
     from .plots import plot_confusion
-    from .train import load_splits
+    from .data import load_splits
 
     model_path = Path(model_path)
     console = console or Console(stderr=True)

@@ -7,7 +7,6 @@ images; a difference of logits above 1e-4 is an error, not a warning.
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,20 +15,34 @@ import numpy as np
 import torch
 from torch import nn
 
+from fer_runtime.classifier import load_classifier
+from fer_runtime.contract import (
+    CLASS_NAMES,
+    EVENT_EXPORTED,
+    EVENT_MESSAGE,
+    IMAGE_SIZE,
+    META_ARCHITECTURE,
+    META_CLASS_NAMES,
+    META_CONFIG,
+    META_EXTRA,
+    META_INPUT,
+    META_METRICS,
+    METRICS_TEST,
+    METRICS_VAL,
+    META_PARAMETERS,
+    META_VERSION,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+)
+from fer_runtime.metrics import split_metrics
+
 from . import __version__
 from .checkpoint import load_checkpoint, load_parent, model_from_checkpoint, resolve_checkpoint
-from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
-from .metrics import split_metrics
 from .models import count_parameters, deployable
-from .runtime import (META_ARCHITECTURE, META_CLASS_NAMES, META_CONFIG, META_EXTRA, META_INPUT, META_METRICS,
-                      META_PARAMETERS, META_VERSION, load_classifier)
+from .onnx_meta import ExportError, write_metadata
 
 PARITY_ATOL = 1e-4
 OPSET = 17
-
-
-class ExportError(RuntimeError):
-    pass
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, metadata: dict, check_images: np.ndarray, atol: float = PARITY_ATOL) -> float:
@@ -63,20 +76,6 @@ def export_onnx(model: nn.Module, path: str | Path, *, metadata: dict, check_ima
     return diff
 
 
-def write_metadata(path: str | Path, metadata: dict, doc: str | None = None) -> None:
-    """Replace the file's metadata (values JSON-encoded unless already text) and check the model."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    del proto.metadata_props[:]
-    for key, value in metadata.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
-    proto.doc_string = doc or f"fer {metadata.get(META_ARCHITECTURE, '')}: facial expression logits from raw 48x48 grayscale pixels 0..255"
-    onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
-
-
 def build_metadata(model: nn.Module, checkpoint: dict, metrics: dict, extra: dict | None = None) -> dict:
     return {
         META_CLASS_NAMES: list(CLASS_NAMES),
@@ -100,6 +99,7 @@ def training_summary(checkpoint: dict, history: list[dict] | None = None) -> dic
         **_span(checkpoint, history),
         "hardware": f"CPU {platform.machine()}, {config.get('threads') or 'all'} threads" if config.get("device", "auto") != "cuda" else "CUDA",
         "history": _slim(history),
+        **checkpoint.get("training", {}),  # world_size, backend, devices (fer_train.distributed)
         **({"initialized_from": checkpoint["initialized_from"]} if checkpoint.get("initialized_from")
            else parent_summary(config.get("init_from"))),  # recorded when the run started: the parent file may since be replaced
     }}
@@ -157,7 +157,7 @@ def parent_summary(init_from: str | None) -> dict:
                                  "history": history, "cycles": cycles}}
 
 
-def measure(onnx_path: Path, splits, names=("val", "test")) -> dict:
+def measure(onnx_path: Path, splits, names=(METRICS_VAL, METRICS_TEST)) -> dict:
     """Accuracy, per-class recall and predictions of the exported file itself, on the splits that exist."""
     classifier = load_classifier(onnx_path)
     out = {}
@@ -173,10 +173,12 @@ def export_run(run: str | Path, *, splits=None, reporter=None, export_name: str 
                extra_metadata: dict | None = None, prefer: str = "best") -> Path:
     """Export a run's best checkpoint to ``<run>/model.onnx`` (and ``<export_dir>/<export_name>.onnx``).
 
-    The metrics in the metadata are measured on the exported file with onnxruntime.
+    The metrics in the metadata are measured on the exported file with onnxruntime. The model and its
+    explanation graphs (and any variants beside it) keep their tensors in one ``<stem>.weights`` file beside
+    them (:func:`fer_train.shared_weights.share_family`): deploy ``<stem>.onnx`` together with ``<stem>.weights``.
     """
     from .config import TrainConfig
-    from .train import load_splits
+    from .data import load_splits
 
     ckpt_path = resolve_checkpoint(run, prefer)
     checkpoint = load_checkpoint(ckpt_path)
@@ -196,17 +198,24 @@ def export_run(run: str | Path, *, splits=None, reporter=None, export_name: str 
     metadata[META_METRICS] = measure(out, splits)
     write_metadata(out, metadata)
     if reporter is not None:
-        reporter.emit("exported", path=str(out), max_abs_diff=diff, metrics=metadata[META_METRICS])
+        reporter.emit(EVENT_EXPORTED, path=str(out), max_abs_diff=diff, metrics=metadata[META_METRICS])
     from .explain.gradient_onnx import copy_companions, write_companions
+    from .shared_weights import copy_graph, share_family
+
+    def tell(text: str) -> None:
+        if reporter is not None:
+            reporter.emit(EVENT_MESSAGE, text=text)
 
     # model.grad.onnx (+ layers, filters) beside model.onnx, each checked against torch autograd
     write_companions(model, out, splits.val.images[:64], reporter, metadata[META_CLASS_NAMES])
+    # then the family's tensors go to one file, model.weights, each once (outputs checked bit for bit)
+    share_family(out, log=tell)
     if export_name:
         target = Path(export_dir) / f"{export_name}.onnx"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out, target)
+        copy_graph(out, target)  # self-contained copies, shared again under the target's stem
         copy_companions(out, target)
+        share_family(target, log=tell)
         if reporter is not None:
-            reporter.emit("exported", path=str(target), max_abs_diff=diff, metrics=metadata[META_METRICS])
+            reporter.emit(EVENT_EXPORTED, path=str(target), max_abs_diff=diff, metrics=metadata[META_METRICS])
         return target
     return out

@@ -23,7 +23,7 @@ from torch import nn
 
 from .augment import random_affine
 from .config import TrainConfig
-from .constants import IMAGE_SIZE
+from fer_runtime.contract import IMAGE_SIZE
 from .progress import Reporter
 from .train import autocast, bf16_supported, check_stop, epoch_seed
 

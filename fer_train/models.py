@@ -11,7 +11,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .constants import IMAGE_SIZE, NUM_CLASSES
+from fer_runtime.contract import IMAGE_SIZE, NUM_CLASSES
 
 MODEL_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 

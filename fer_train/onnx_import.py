@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .models import create_model
-from .runtime import META_ARCHITECTURE, META_CONFIG, META_EXTRA
+from fer_runtime.contract import META_ARCHITECTURE, META_CONFIG, META_EXTRA
 
 UNFOLDED_KEY = "unfolded_batchnorm"  # marks a checkpoint whose BatchNorms need calibrate_unfolded_batchnorm
 

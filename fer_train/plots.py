@@ -46,7 +46,7 @@ def plot_curves(histories: dict[str, list[dict]], path: str | Path, title: str =
 def plot_confusion(confusion: Sequence[Sequence[int]], class_names: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix as a heat map, each cell labelled with its share and count."""
     plt = _pyplot()
-    from .metrics import row_normalise
+    from fer_runtime.metrics import row_normalise
 
     cm = np.asarray(confusion)
     norm = row_normalise(cm)

@@ -5,7 +5,7 @@ The JSON stream is the TUI's view of a training job: one object per line on stdo
 ``error`` (and ``round`` for semi-supervised runs).
 
 A semi-supervised run (``--semi``) sends one ``start``, then per arm (``baseline``, ``self-training``,
-``per-class``, ``fixmatch``) an ``arm`` event and its ``batch``/``epoch`` events (which carry ``arm`` and
+``per-class``, ``fixmatch``) an ``arm`` event and its ``batch`` and ``epoch`` events (the ``epoch`` events carry ``arm`` and
 ``round``); at the end of every round of an arm other than the baseline, a ``round`` event::
 
     {"event": "round", "arm": "self-training", "round": 2, "rounds": 4, "epoch": 4, "val_acc": 0.41,
@@ -28,6 +28,21 @@ from typing import IO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from fer_runtime.contract import (
+    EVENT_ARM,
+    EVENT_BATCH,
+    EVENT_DONE,
+    EVENT_EPOCH,
+    EVENT_ERROR,
+    EVENT_EXPORTED,
+    EVENT_INTERRUPTED,
+    EVENT_KEY,
+    EVENT_MESSAGE,
+    EVENT_ROUND,
+    EVENT_START,
+    EVENT_TIME,
+)
 
 MODES = ("auto", "rich", "plain", "json")
 
@@ -52,7 +67,7 @@ class Reporter:
 
     def emit(self, event: str, **fields) -> None:
         if self.mode == "json":
-            self.stream.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}) + "\n")
+            self.stream.write(json.dumps({EVENT_KEY: event, EVENT_TIME: round(time.time(), 3), **fields}) + "\n")
             self.stream.flush()
             return
         text = _describe(event, fields)
@@ -78,7 +93,7 @@ class Reporter:
             return
         self._last_batch = now
         if self.mode == "json":
-            self.emit("batch", epoch=epoch, epochs=epochs, step=step, steps=steps, loss=round(loss, 5), acc=round(acc, 5), images_per_s=round(images_per_s, 1))
+            self.emit(EVENT_BATCH, epoch=epoch, epochs=epochs, step=step, steps=steps, loss=round(loss, 5), acc=round(acc, 5), images_per_s=round(images_per_s, 1))
 
     def end_epoch_bar(self) -> None:
         if self._progress is not None and self._task is not None:
@@ -93,17 +108,17 @@ class Reporter:
 
 
 def _describe(event: str, f: dict) -> str | None:
-    if event == "start":
+    if event == EVENT_START:
         return (f"[bold]{f['model']}[/] on {f['train_size']:,} training / {f['val_size']:,} validation images, "
                 f"{f['device']}, epochs {f['start_epoch']}–{f['epochs']} → {f['run_dir']}")
-    if event == "epoch":
+    if event == EVENT_EPOCH:
         best = " [green]best[/]" if f.get("best") else ""
         return (f"{f['arm'] + ' ' if f.get('arm') else ''}epoch {f['epoch']:>3}/{f['epochs']}  train loss {f['train_loss']:.4f} acc {f['train_acc']:.4f}  "
                 f"val loss {f['val_loss']:.4f} acc {f['val_acc']:.4f}  {f['seconds']:.0f}s ({f['images_per_s']:.0f} img/s){best}")
-    if event == "arm":
+    if event == EVENT_ARM:
         return (f"[bold]{f['arm']}[/] (arm {f['index']} of {f['arms']}): epochs {f['start_epoch']}–{f['epochs']} on {f['labeled']:,} labeled "
                 f"and {f['unlabeled']:,} unlabeled images → {f['run_dir']}")
-    if event == "round":
+    if event == EVENT_ROUND:
         precision = "–" if f["pseudo_precision"] is None else f"{f['pseudo_precision']:.3f}"
         use = f"for round {f['used_in_round']}" if f.get("used_in_round") else "(not trained on)"
         per_class = "  ".join(f"{name} {n:,}" + ("" if p is None else f" ({p:.2f})")
@@ -111,12 +126,12 @@ def _describe(event: str, f: dict) -> str | None:
         return (f"{f['arm']} round {f['round']}/{f['rounds']}: val acc {f['val_acc']:.4f}; admitted {f['admitted']:,} of {f['unlabeled']:,} "
                 f"unlabeled {use} (kept {f['kept']:,}, new {f['new']:,}, dropped {f['dropped']:,}); pseudo-label precision {precision}\n"
                 f"    per class (precision): {per_class}")
-    if event in ("message", "error"):
-        return f"[red]error:[/] {f['message']}" if event == "error" else f["text"]
-    if event == "exported":
+    if event in (EVENT_MESSAGE, EVENT_ERROR):
+        return f"[red]error:[/] {f['message']}" if event == EVENT_ERROR else f["text"]
+    if event == EVENT_EXPORTED:
         return f"exported {f['path']} (onnxruntime matches torch: max |Δlogit| = {f['max_abs_diff']:.2e})"
-    if event == "done":
+    if event == EVENT_DONE:
         return f"[bold green]done[/] best val acc {f['best_val_acc']:.4f} at epoch {f['best_epoch']} in {f['seconds']:.0f}s → {f['run_dir']}"
-    if event == "interrupted":
+    if event == EVENT_INTERRUPTED:
         return f"[yellow]interrupted[/] after epoch {f['epoch']}; continue with: fer-train --resume {f['run_dir']}"
     return None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import CLASS_NAMES
+from fer_runtime.contract import CLASS_NAMES
 
 ARM_TITLES = {"baseline": "labeled part only", "self-training": "self-training", "per-class": "self-training, per-class thresholds",
               "fixmatch": "FixMatch-style consistency"}

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from . import explain_runtime as rt
-from .constants import CLASS_NAMES
-from .metrics import classification_report, confusion_matrix, most_confused
+from fer_runtime import explain as rt
+from fer_runtime.contract import CLASS_NAMES, META_CONFIG, META_EXTRA, META_OPTIMIZATION, META_PARAMETERS
+from fer_runtime.metrics import classification_report, confusion_matrix, most_confused
 from .optimize import held_models
 
 REPORT_MODELS = ("cnn", "dnn", "cnn-semi", "fer-best")  # the issue's four, in the report's order
@@ -51,7 +51,7 @@ class ModelNumbers:
 
 
 def _variant_of(meta: dict) -> dict:
-    optimization = meta.get("optimization") or {}
+    optimization = meta.get(META_OPTIMIZATION) or {}
     if "ensemble" in optimization:
         return {"what": optimization["ensemble"], "members": [m["file"] for m in held_models(optimization.get("member_files") or [])]}
     if "flip_average" in optimization:
@@ -61,7 +61,7 @@ def _variant_of(meta: dict) -> dict:
 
 def _history(metadata: dict) -> list[dict]:
     """The model's curves; a fine-tuned model's (``--init-from``) start with its parent run's epochs."""
-    training = (metadata.get("training") or {}).get("training") or {}
+    training = (metadata.get(META_EXTRA) or {}).get("training") or {}
     parent = (training.get("initialized_from") or {}).get("history") or []
     offset = parent[-1]["epoch"] if parent else 0
     return parent + [{**h, "epoch": h["epoch"] + offset} for h in training.get("history") or []]
@@ -70,15 +70,15 @@ def _history(metadata: dict) -> list[dict]:
 def evaluate_model(path: Path, splits: dict, figures: Path) -> tuple[ModelNumbers, dict[str, np.ndarray]]:
     """Accuracy and recall on every split, the validation confusion matrix as a picture; also the logits."""
     from .plots import plot_confusion
-    from .runtime import load_classifier
+    from fer_runtime.classifier import load_classifier
 
     clf = load_classifier(path)
     meta = clf.metadata
-    training = {k: v for k, v in ((meta.get("training") or {}).get("training") or {}).items() if k != "history"}  # curves: _history
+    training = {k: v for k, v in ((meta.get(META_EXTRA) or {}).get("training") or {}).items() if k != "history"}  # curves: _history
     if isinstance(training.get("initialized_from"), dict):
         training["initialized_from"] = {k: v for k, v in training["initialized_from"].items() if k != "history"}
-    numbers = ModelNumbers(path.stem, clf.architecture, int(meta.get("parameter_count", 0)), training=training,
-                           config=meta.get("train_config") or {}, variant=_variant_of(meta))
+    numbers = ModelNumbers(path.stem, clf.architecture, int(meta.get(META_PARAMETERS, 0)), training=training,
+                           config=meta.get(META_CONFIG) or {}, variant=_variant_of(meta))
     logits = {}
     for split_name, (images, labels) in splits.items():
         logits[split_name] = clf.predict_logits(images)
@@ -197,8 +197,8 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
     """Write every figure and ``numbers.md``/``summary.json``; return the summary."""
     from .config import TrainConfig
     from .plots import plot_curves
-    from .runtime import load_classifier
-    from .train import load_splits
+    from fer_runtime.classifier import load_classifier
+    from .data import load_splits
 
     console = console or Console(stderr=True)
     models_dir, out_dir = Path(models_dir), Path(out_dir)
@@ -225,7 +225,7 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
         if history:
             histories[path.stem] = history
         entry = {}
-        if semi := (metadata.get("training") or {}).get("semi"):
+        if semi := (metadata.get(META_EXTRA) or {}).get("semi"):
             section, entry["semi"] = semi_section(path.stem, semi, figures)
             semi_sections.append(section)
         explainer = rt.Explainer(path)

@@ -1,8 +1,9 @@
 """``fer-tui``: the app's wiring — views in tabs, the shared state, and the workers that load and predict.
 
-The views live in ``fer_tui.views`` and see the state through ``View.update_context``. To add a view
-(for example a Filters view), write a ``View`` subclass in its own module and add it to ``VIEWS`` below:
-its tab, its key binding and its help entry follow from the class.
+The views live in ``fer_tui.views`` and see the state through ``View.update_context``. To add a view,
+write a ``View`` subclass in its own module and add it to ``VIEWS`` below: its tab, its key binding and
+its help entry follow from the class. The app opens on the model named first on the command line, else
+the most accurate one found (``fer_tui.catalog.opening_model``).
 """
 
 from __future__ import annotations
@@ -16,24 +17,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from rich.text import Text
 from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer, Static, TabbedContent, TabPane
+from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from .catalog import ModelEntry, default_model_dirs, find_models, load_entry
+from fer_runtime.variants import VARIANT_CHOICES
+
+from .catalog import (
+    ModelEntry,
+    default_model_dirs,
+    find_models,
+    load_entry,
+    merge_entries,
+    opening_model,
+)
 from .data import open_dataset
-from .messages import (ActivateModel, BrowseCell, DataLoaded, FaceSelected, ModelExported, ModelsLoaded, PredictFailed,
-                       PredictionsReady, PredictProgress, StepFace)
+from .messages import (
+    ActivateModel,
+    BrowseCell,
+    DataLoaded,
+    DataProgress,
+    FaceSelected,
+    ModelExported,
+    ModelsLoaded,
+    PredictFailed,
+    PredictionsReady,
+    PredictProgress,
+    StepFace,
+)
 from .predictions import Cancelled, predict_split
 from .state import Context, Settings
-from .filters_view import FiltersTab
 from .views.base import View
-from .views.readout import Readout
 from .views.browse import BrowseView, Filters
 from .views.confusion import ConfusionView
+from .views.context_bar import ContextBar, DataNotes, TooSmall
+from .views.filters import FiltersTab
 from .views.help import HelpScreen
 from .views.models import ModelsView
 from .views.saliency import SaliencyView
@@ -41,8 +61,6 @@ from .views.train import TrainView
 
 # The tabs, in order. A new view is one import and one entry here.
 VIEWS: tuple[type[View], ...] = (BrowseView, SaliencyView, FiltersTab, ConfusionView, ModelsView, TrainView)
-
-MIN_WIDTH, MIN_HEIGHT = 80, 24
 
 
 @dataclass
@@ -56,33 +74,6 @@ class Options:
     split: str | None = None  # the split to open; None: val
     plain: bool | None = None  # characters instead of colour; None: decide from the terminal
     settings: Settings = field(default_factory=Settings)
-
-
-class ContextBar(Readout):
-    """One line: the active model, the data, the split, and what is being computed."""
-
-    def show(self, ctx: Context, activity: str = "") -> None:
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(" fer-tui ", "bold reverse")
-        text.append("  model ")
-        if ctx.model is not None:
-            text.append(ctx.model.name, "bold green")
-            if ctx.model.warnings:
-                text.append(" ⚠", "yellow")
-        else:
-            text.append("none", "bold yellow")
-        text.append("  data ")
-        if ctx.dataset is None:
-            text.append("loading…", "dim")
-        else:
-            text.append(ctx.dataset.name, "bold yellow" if ctx.dataset.demo else "bold")
-            split = ctx.split
-            text.append("  split ")
-            text.append(f"{ctx.split_name}", "bold")
-            text.append(f" ({len(split):,} faces)" if split is not None else "")
-        if activity:
-            text.append(f"   {activity}", "italic cyan")
-        self.update(text)
 
 
 class FerApp(App[None]):
@@ -110,12 +101,12 @@ class FerApp(App[None]):
 
     def compose(self) -> ComposeResult:
         yield ContextBar(id="context-bar")
-        yield Static(id="hint")
+        yield DataNotes(id="hint")
         with TabbedContent(initial=VIEWS[0].view_id, id="tabs"):
             for view in VIEWS:
                 with TabPane(f"{view.title} ({view.key})", id=view.view_id):
                     yield view()
-        yield Static(id="too-small")
+        yield TooSmall(id="too-small")
         yield Footer()
 
     @property
@@ -141,11 +132,10 @@ class FerApp(App[None]):
         self._check_size(event.size.width, event.size.height)
 
     def _check_size(self, width: int, height: int) -> None:
-        small = width < MIN_WIDTH or height < MIN_HEIGHT
+        small = TooSmall.too_small(width, height)
         self.screen.set_class(small, "-too-small")
         if small:
-            self.query_one("#too-small", Static).update(
-                f"The terminal is {width}×{height}; fer-tui needs at least {MIN_WIDTH}×{MIN_HEIGHT}. Make it larger (q quits).")
+            self.query_one(TooSmall).show(width, height)
 
     # -- the shared state --------------------------------------------------------------------------
 
@@ -156,11 +146,8 @@ class FerApp(App[None]):
         for view in self.views:
             view.update_context(new, old)
         self.query_one(ContextBar).show(new, self.activity)
-        if new.dataset is not old.dataset:  # a line under the bar for demo faces and data problems
-            hint = self.query_one("#hint", Static)
-            notes = new.dataset.notes if new.dataset is not None else []
-            hint.update(Text(" · ".join(notes), style="yellow", no_wrap=True, overflow="ellipsis") if notes else "")
-            hint.display = bool(notes)
+        if new.dataset is not old.dataset:
+            self.query_one(DataNotes).show(new.dataset)
 
     def set_activity(self, text: str) -> None:
         self.activity = text
@@ -170,12 +157,15 @@ class FerApp(App[None]):
 
     @work(thread=True, exclusive=True, group="data")
     def load_data(self) -> None:
-        dataset, error = open_dataset(self.options.data, self.options.demo)
+        def progress(done: int, total: int, name: str) -> None:
+            self.post_message(DataProgress(done, total, name))
+
+        dataset, error = open_dataset(self.options.data, self.options.demo, progress=progress)
         self.post_message(DataLoaded(dataset, error))
 
     @work(thread=True, group="models")
     def load_models(self, paths: Sequence[str | Path]) -> None:
-        entries = [load_entry(path) for path in find_models(paths)]
+        entries = [load_entry(path, variant=self.options.settings.variant) for path in find_models(paths)]
         self.post_message(ModelsLoaded(entries))
 
     @work(thread=True, exclusive=True, group="predict")
@@ -228,19 +218,17 @@ class FerApp(App[None]):
         # for 0.2–0.4 s on a busy machine).
         gc.freeze()
 
+    def on_data_progress(self, message: DataProgress) -> None:
+        if self.context.dataset is None:
+            self.set_activity(f"finding faces in photos: {message.done:,}/{message.total:,} ({message.name})")
+
     def on_models_loaded(self, message: ModelsLoaded) -> None:
-        models = list(self.context.models)
-        for entry in message.entries:
-            same = next((i for i, m in enumerate(models) if m.path == entry.path), None)
-            if same is None:
-                models.append(entry)
-            else:
-                models[same] = entry
+        models = merge_entries(self.context.models, message.entries)
         active = self.context.model
         if active is not None:  # a re-exported file replaces the active entry too
             active = next((m for m in models if m.path == active.path), active)
         if active is None:
-            active = next((m for m in models if m.ok), None)
+            active = opening_model(models, named=self.options.models)
         for entry in message.entries:
             if not entry.ok:
                 self.notify(entry.error or "unusable model", title=f"cannot use {entry.path.name}", severity="error", timeout=10)
@@ -350,6 +338,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", action="append", default=None, metavar="DIR", help="look for models in DIR (repeatable; default: exported/)")
     p.add_argument("--split", default=None, help="split to open: val (default), test, train")
     p.add_argument("--plain", action="store_true", default=None, help="draw pictures with characters, without colour")
+    p.add_argument("--variant", choices=VARIANT_CHOICES, default="auto",
+                   help="which file predicts a split: auto, the fastest variant of the model that passed the accuracy gate "
+                        "(int8, else fast, else the model), or that one (default: %(default)s)")
     p.add_argument("--export-dir", default="exported", help="where the Train view's jobs export models (default: %(default)s)")
     p.add_argument("--runs-root", default="runs", help="where the Train view's jobs keep their run folders (default: %(default)s)")
     return p.parse_args(argv)
@@ -376,7 +367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data and data:
         raise SystemExit(f"fer-tui: two data sources given ({data} and --data {args.data}); pass one")
     app = make_app(data=args.data or data, models=models, model_dirs=args.models, split=args.split, demo=args.demo,
-                   plain=args.plain, settings=Settings(export_dir=Path(args.export_dir), runs_root=Path(args.runs_root)))
+                   plain=args.plain, settings=Settings(export_dir=Path(args.export_dir), runs_root=Path(args.runs_root), variant=args.variant))
     app.run()
     return 0
 

@@ -53,6 +53,18 @@ class ModelExported(Message):
 
 
 @dataclass
+class DataProgress(Message):
+    """Reading the data: ``done`` of ``total`` photos searched for faces (``name`` the last one)."""
+
+    done: int
+    total: int
+    name: str = ""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, DataProgress)
+
+
+@dataclass
 class DataLoaded(Message):
     dataset: DataSet
     error: str | None = None
@@ -60,7 +72,7 @@ class DataLoaded(Message):
 
 @dataclass
 class ModelsLoaded(Message):
-    """Models found and loaded (or not: each entry says why); the first usable one becomes active if none is."""
+    """Models found and loaded (or not: each entry says why); if none is active, the app opens one (``catalog.opening_model``)."""
 
     entries: list[ModelEntry]
 

@@ -13,8 +13,8 @@ from typing import Callable
 
 import numpy as np
 
-from fer_train.io import Split
-from fer_train.metrics import Report, classification_report, softmax
+from fer_runtime.io import Split
+from fer_runtime.metrics import Report, classification_report, softmax
 
 from .catalog import ModelEntry
 
@@ -36,6 +36,7 @@ class Predictions:
     labels: np.ndarray  # int64 (N,), -1 where unlabelled
     class_names: list[str]
     seconds: float = 0.0
+    ran: str = ""  # the file that computed them: the fastest variant that passed the gate (ModelEntry.runner)
     probs: np.ndarray = field(init=False, repr=False)
     predicted: np.ndarray = field(init=False, repr=False)
     confidence: np.ndarray = field(init=False, repr=False)
@@ -76,8 +77,10 @@ def predict_split(entry: ModelEntry, split_name: str, split: Split, progress: Ca
             progress(done, total)
 
     start = clock()
-    logits = entry.classifier.predict_logits(split.images, batch_size=batch_size, progress=tick)
-    return Predictions(entry.key, split_name, logits, np.asarray(split.labels, np.int64), entry.class_names, clock() - start)
+    runner = entry.runner or entry.classifier
+    logits = runner.predict_logits(split.images, batch_size=batch_size, progress=tick)
+    return Predictions(entry.key, split_name, logits, np.asarray(split.labels, np.int64), entry.class_names, clock() - start,
+                       ran=runner.path.name)
 
 
 class PredictionCache:

@@ -47,6 +47,43 @@ def fit(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), method))
 
 
+def fit_within(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A uint8 image scaled, keeping its aspect ratio, to the largest size within ``width``×``height`` pixels."""
+    image = np.asarray(image, np.uint8)
+    h, w = image.shape[:2]
+    scale = min(width / w, height / h)
+    size = (max(1, int(w * scale)), max(1, int(h * scale)))
+    if size == (w, h):
+        return image
+    from PIL import Image
+
+    method = Image.Resampling.BOX if scale < 1 else Image.Resampling.NEAREST
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size, method))
+
+
+BOX_COLOUR = (255, 230, 0)  # bright in colour and in the plain ramp alike
+
+
+def draw_box(rgb: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int] = BOX_COLOUR) -> np.ndarray:
+    """A copy of ``rgb`` (H, W, 3) with the outline of ``box`` (x, y, width, height, clipped to the image) one pixel wide."""
+    out = np.array(rgb if rgb.ndim == 3 else gray_to_rgb(rgb), np.uint8)
+    height, width = out.shape[:2]
+    x, y, w, h = box
+    x0, y0 = min(max(x, 0), width - 1), min(max(y, 0), height - 1)
+    x1, y1 = min(max(x + w - 1, x0), width - 1), min(max(y + h - 1, y0), height - 1)
+    out[y0, x0:x1 + 1] = out[y1, x0:x1 + 1] = colour
+    out[y0:y1 + 1, x0] = out[y0:y1 + 1, x1] = colour
+    return out
+
+
+def photo_with_box(photo: np.ndarray, box: tuple[int, int, int, int], width: int, height: int) -> np.ndarray:
+    """``photo`` (uint8 (H, W, 3); ``box`` in its pixels) scaled to fit ``width``×``height`` pixels, the box drawn
+    on the scaled picture so that its outline stays one pixel wide however small the picture."""
+    small = fit_within(photo, width, height)
+    scale = small.shape[1] / photo.shape[1]
+    return draw_box(small, tuple(round(v * scale) for v in box))
+
+
 def gray_to_rgb(gray: np.ndarray) -> np.ndarray:
     """uint8 (H, W) → uint8 (H, W, 3)."""
     return np.repeat(np.asarray(gray, np.uint8)[..., None], 3, axis=2)
@@ -116,6 +153,7 @@ def _segment(key: int) -> Segment:
 
 def image_lines(image: np.ndarray, size: int | None = None, plain: bool = False) -> list[list[Segment]]:
     """Like :func:`image_text`, as one list of segments per terminal row (for widgets that draw line by line).
+    ``size``: scaled to ``size``×``size`` first; None: as it is (any shape).
 
     Fast enough to redraw on every cursor move: colours are packed into integers with numpy and each
     colour pair's segment is made once.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fer_train.constants import CLASS_NAMES
-from fer_train.io import Split
+from fer_runtime.contract import CLASS_NAMES
+from fer_runtime.io import Split
 
 from .catalog import ModelEntry
 from .data import DataSet
@@ -28,6 +28,7 @@ class Settings:
     export_dir: Path = Path("exported")
     runs_root: Path = Path("runs")
     train_threads: int = max(1, (os.cpu_count() or 2) - 1)  # leave a core for the UI
+    variant: str = "auto"  # which file predicts a split: the fastest variant that passed the gate, or fp32/fast/int8
 
 
 @dataclass(frozen=True)

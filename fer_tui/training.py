@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from fer_train.constants import MODEL_NAMES as MODEL_CHOICES  # the registry's names, torch-free
+from fer_runtime.contract import (EVENT_ARM, EVENT_BATCH, EVENT_DONE, EVENT_EPOCH, EVENT_ERROR, EVENT_EXPORTED, EVENT_INTERRUPTED, EVENT_KEY,
+                                  EVENT_MESSAGE, EVENT_ROUND, EVENT_START, EVENT_TIME)
+from fer_runtime.contract import MODEL_NAMES as MODEL_CHOICES
 OPTIMIZER_CHOICES = ("adam", "adadelta", "sgd")
 DEFAULT_THRESHOLD = 0.45
 
@@ -87,7 +89,7 @@ def parse_event(line: str) -> dict | None:
         event = json.loads(line)
     except json.JSONDecodeError:
         return None
-    return event if isinstance(event, dict) and isinstance(event.get("event"), str) else None
+    return event if isinstance(event, dict) and isinstance(event.get(EVENT_KEY), str) else None
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -147,9 +149,9 @@ class JobState:
 
     def apply(self, event: dict) -> str | None:
         """Fold in one event; returns a line for the job's log, or None for events not worth a line."""
-        kind = event.get("event")
-        when = event.get("time")
-        if kind == "start":
+        kind = event.get(EVENT_KEY)
+        when = event.get(EVENT_TIME)
+        if kind == EVENT_START:
             self.status = "running"
             self.model = str(event.get("model", ""))
             self.epochs = int(event.get("epochs", 0))
@@ -160,7 +162,7 @@ class JobState:
             self._epoch_started = self._last_epoch_end = when
             return (f"started {self.model} on {self.train_size:,} training / {self.val_size:,} validation images, "
                     f"{event.get('device', '?')}, epochs {self.epoch}–{self.epochs} → {self.run_dir}") if self.train_size is not None else f"started {self.model}"
-        if kind == "batch":
+        if kind == EVENT_BATCH:
             self.epoch, self.step, self.steps = int(event["epoch"]), int(event["step"]), int(event["steps"])
             self.epochs = int(event.get("epochs", self.epochs))
             self.loss, self.acc = float(event["loss"]), float(event["acc"])
@@ -168,7 +170,7 @@ class JobState:
             self.batches.append((self.epoch - 1 + self.step / max(self.steps, 1), self.loss, self.acc))
             self._update_eta(when)
             return None
-        if kind == "epoch":
+        if kind == EVENT_EPOCH:
             self.history.append(event)
             self.epoch = int(event["epoch"])
             self.epochs = int(event.get("epochs", self.epochs))
@@ -178,7 +180,7 @@ class JobState:
             best = "  best" if event.get("best") else ""
             return (f"epoch {self.epoch}/{self.epochs}  train loss {event['train_loss']:.4f} acc {event['train_acc']:.4f}  "
                     f"val loss {event['val_loss']:.4f} acc {event['val_acc']:.4f}  {event.get('seconds', 0):.0f}s{best}")
-        if kind == "arm":  # a new arm starts its own epochs: the curves show the arm in progress
+        if kind == EVENT_ARM:  # a new arm starts its own epochs: the curves show the arm in progress
             self.arm = str(event.get("arm", ""))
             self.arm_index, self.arms = int(event.get("index", 1)), int(event.get("arms", 1))
             self.epochs = int(event.get("epochs", self.epochs))
@@ -186,25 +188,25 @@ class JobState:
             self.epoch = int(event.get("start_epoch", 1))
             self._epoch_started = self._last_epoch_end = when
             return f"arm {self.arm} ({self.arm_index} of {self.arms}): epochs {self.epoch}–{self.epochs}"
-        if kind == "round":
+        if kind == EVENT_ROUND:
             self.rounds.append(event)
-            details = "  ".join(f"{k} {_short(v)}" for k, v in event.items() if k not in ("event", "time"))
+            details = "  ".join(f"{k} {_short(v)}" for k, v in event.items() if k not in (EVENT_KEY, EVENT_TIME))
             return f"round: {details}"
-        if kind == "message":
+        if kind == EVENT_MESSAGE:
             return str(event.get("text", ""))
-        if kind == "exported":
+        if kind == EVENT_EXPORTED:
             return f"exported {event.get('path')}"
-        if kind == "done":
+        if kind == EVENT_DONE:
             self.status = "done"
             self.best_val_acc, self.best_epoch = event.get("best_val_acc"), event.get("best_epoch")
             self.exported = event.get("onnx")
             self.eta_s = 0.0
             acc = f"{self.best_val_acc:.4f}" if isinstance(self.best_val_acc, (int, float)) else "?"
             return f"done: best val acc {acc} at epoch {self.best_epoch}; model {self.exported or '(not exported)'}"
-        if kind == "interrupted":
+        if kind == EVENT_INTERRUPTED:
             self.status = "cancelled"
             return f"cancelled after epoch {event.get('epoch')}; continue with: fer-train --resume {event.get('run_dir')}"
-        if kind == "error":
+        if kind == EVENT_ERROR:
             self.status = "failed"
             self.error = str(event.get("message", "unknown error"))
             return f"error: {self.error}"

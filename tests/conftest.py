@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fer_train.constants import DATA_ENV_VAR
-from fer_train.synthetic import make_faces, write_demo_csv
+from fer_runtime.contract import DATA_ENV_VAR
+from fer_runtime.synthetic import make_faces, write_demo_csv
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,9 @@ from fer_train.cli import main as cli_main
 from fer_train.distill import TEACHER_FILE, TEACHER_RECORD, distillation_loss
 from fer_train.models import create_model
 from fer_train.progress import Reporter
-from fer_train.runtime import load_classifier
-from fer_train.train import as_tensors, build_optimizer, load_splits, train, train_one_epoch
+from fer_runtime.classifier import load_classifier
+from fer_train.data import load_splits
+from fer_train.train import as_tensors, build_optimizer, train, train_one_epoch
 
 from test_train_export import _config
 

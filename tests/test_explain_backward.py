@@ -11,11 +11,11 @@ from fer_train.explain.backward import FilterGradient, InputGradient, Unsupporte
 from fer_train.explain.gradient_onnx import (RELATIVE_TOLERANCE, TIE_SHARE, TIE_TOLERANCE, export_filter_graph, export_gradient_graph,
                                             export_layer_outputs)
 from fer_train.explain.filters import torch_filter_gradient_fn
-from fer_train.explain_runtime import Explainer, gradient_path
+from fer_runtime.explain import Explainer, gradient_path
 from fer_train.export import ExportError
 from fer_train.models import ElementPReLU, PixelScale, create_model, deployable
-from fer_train.runtime import make_session
-from fer_train.synthetic import make_faces
+from fer_runtime.classifier import make_session
+from fer_runtime.synthetic import make_faces
 
 
 @pytest.fixture(autouse=True)

@@ -10,10 +10,10 @@ import torch
 from fer_train.checkpoint import load_checkpoint, save_checkpoint
 from fer_train.cli import main as cli_main
 from fer_train.config import TrainConfig
-from fer_train.explain_runtime import Explainer
+from fer_runtime.explain import Explainer
 from fer_train.models import create_model
 from fer_train.progress import Reporter
-from fer_train.synthetic import make_faces
+from fer_runtime.synthetic import make_faces
 from fer_train.train import train
 
 LAYERS = ["conv1", "conv2", "conv3", "conv4", "conv5"]

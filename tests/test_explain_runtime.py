@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from fer_train import explain_runtime as rt
+from fer_runtime import explain as rt
 from fer_train.explain.filters import torch_filter_gradient_fn, torch_layer_outputs, visualise_filters
 from fer_train.explain.gradient_onnx import copy_companions, export_filter_graph, export_gradient_graph, export_layer_outputs, write_companions
 from fer_train.models import create_model
-from fer_train.synthetic import make_faces
+from fer_runtime.synthetic import make_faces
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_companion_names():
 
 
 def test_companion_contract(exported):
-    from fer_train.runtime import make_session
+    from fer_runtime.classifier import make_session
 
     grad = make_session(rt.gradient_path(exported), threads=1)
     assert [(i.name, i.type, i.shape[1:]) for i in grad.get_inputs()] == [("image", "tensor(float)", [1, 48, 48]), ("class_index", "tensor(int64)", [])]
@@ -68,8 +68,8 @@ def test_companion_contract(exported):
 
 
 def test_explain_runtime_is_torch_free(exported):
-    code = (f"import json, sys\nfrom fer_train.explain_runtime import Explainer, AscentConfig\n"
-            f"ex = Explainer({str(exported)!r}, threads=1)\nfrom fer_train.synthetic import make_faces\n"
+    code = (f"import json, sys\nfrom fer_runtime.explain import Explainer, AscentConfig\n"
+            f"ex = Explainer({str(exported)!r}, threads=1)\nfrom fer_runtime.synthetic import make_faces\n"
             f"face = make_faces(1, seed=0)[0]\nex.saliency(face); ex.layer_outputs(face)\n"
             f"ex.visualise_filters('conv1', AscentConfig(steps=1), filters=[0, 1])\nprint(json.dumps(sorted(sys.modules)))")
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout))
@@ -151,7 +151,11 @@ def test_numpy_helpers():
     blurred = rt.gaussian_blur(spike, 1.0)
     assert abs(blurred.sum() - 1) < 1e-5 and blurred.argmax() == 20 * 48 + 20
     m = rt.normalise_map(np.arange(48 * 48, dtype=np.float32).reshape(48, 48))
-    assert m.min() == 0 and m.max() == 1
+    assert m.min() == 0 and m.max() == 1 and (m == 1).sum() == 24  # the top 1 % at full strength
+    sparse = np.zeros((48, 48), np.float32)
+    sparse[0, :5] = [1, 2, 3, -4, 8]  # under 1 % non-zero: the percentile is 0, so the maximum scales it
+    assert rt.normalise_map(sparse)[0, 3] == 0.5 and rt.normalise_map(sparse).max() == 1
+    assert not rt.normalise_map(np.zeros((2, 48, 48))).any()
     assert rt.as_batch(np.zeros((3, 1, 48, 48), np.uint8)).shape == (3, 48, 48)
     with pytest.raises(ValueError, match=r"got \(3, 47, 48\)"):
         rt.as_batch(np.zeros((3, 47, 48)))

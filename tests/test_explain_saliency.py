@@ -8,9 +8,9 @@ import torch
 
 from fer_train.explain.gradient_onnx import export_gradient_graph
 from fer_train.explain.saliency import input_gradient, occlusion, saliency_maps, smoothgrad
-from fer_train.explain_runtime import Explainer, masked_image, normalise_map
+from fer_runtime.explain import Explainer, masked_image, normalise_map
 from fer_train.models import create_model
-from fer_train.synthetic import make_faces
+from fer_runtime.synthetic import make_faces
 
 BOX = (slice(8, 20), slice(27, 41))  # the only pixels the model sees: around the right eye of the drawn faces
 

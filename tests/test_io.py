@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_train.constants import CLASS_NAMES
-from fer_train.io import DataError, encode_csv, load_source, read_csv
-from fer_train.splits import make_splits, stratified_holdout
-from fer_train.synthetic import make_faces
+from fer_runtime.contract import CLASS_NAMES
+from fer_runtime.io import DataError, encode_csv, load_source, read_csv
+from fer_runtime.splits import make_splits, stratified_holdout
+from fer_runtime.synthetic import make_faces
 
 
 def _rows(n=14, seed=0):
@@ -167,7 +167,7 @@ def test_cache_is_used_and_invalidated(tmp_path, monkeypatch):
 
 def test_two_loads_writing_the_cache_at_once_both_succeed(tmp_path, monkeypatch):
     """Two trainings started together both parse the file and write the cache; their writes interleave here."""
-    import fer_train.io as fio
+    import fer_runtime.io as fio
 
     monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path / "cache"))
     x, y = _rows()

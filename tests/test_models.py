@@ -44,7 +44,7 @@ def test_element_prelu_has_one_slope_per_element():
 
 
 def test_torch_free_model_names_match_the_registry():
-    from fer_train.constants import MODEL_NAMES
+    from fer_runtime.contract import MODEL_NAMES
 
     assert set(MODEL_NAMES) == set(MODEL_REGISTRY)
 

@@ -8,8 +8,9 @@ import torch
 from fer_train.export import export_onnx
 from fer_train.models import create_model, deployable
 from fer_train.onnx_import import calibrate_unfolded_batchnorm, checkpoint_from_onnx
-from fer_train.runtime import META_ARCHITECTURE, META_CONFIG, META_EXTRA, load_classifier
-from fer_train.synthetic import make_faces
+from fer_runtime.classifier import load_classifier
+from fer_runtime.contract import META_ARCHITECTURE, META_CONFIG, META_EXTRA
+from fer_runtime.synthetic import make_faces
 
 from test_models import _fernet_with_running_statistics
 

@@ -15,15 +15,15 @@ import torch
 from onnx import numpy_helper
 
 from fer_train import optimize
-from fer_train.constants import CLASS_NAMES
+from fer_runtime.contract import CLASS_NAMES
 from fer_train.export import export_onnx
-from fer_train.io import Split
-from fer_train.metrics import decode_predictions, without_predictions
+from fer_runtime.io import Split
+from fer_runtime.metrics import decode_predictions, without_predictions
 from fer_train.models import ElementPReLU, create_model
 from fer_train.optimize import (FUSED_ATOL, accuracy_gate, count_flops, fuse_prelu, logits_of, optimize_model, quantize_int8,
                                 simplify)
-from fer_train.runtime import load_classifier
-from fer_train.synthetic import make_faces
+from fer_runtime.classifier import load_classifier
+from fer_runtime.synthetic import make_faces
 
 # The study CNN by hand, multiply-accumulates per image: output elements × input channels × kernel area.
 CNN_MACS = (
@@ -190,7 +190,7 @@ def test_ensemble_variant_averages_every_member_on_the_face_and_its_mirror(expor
         assert [m["file"] for m in meta["optimization"]["member_files"]] == [str(cnn), str(dnn)]  # as given
         flops = count_flops(cnn).flops + count_flops(dnn).flops
         assert count_flops(tmp_path / "cnn.ensemble.onnx").flops == (2 if flip else 1) * flops
-    from fer_train.explain_runtime import gradient_path
+    from fer_runtime.explain import gradient_path
 
     assert gradient_path(tmp_path / "cnn.ensemble.onnx") == tmp_path / "cnn.grad.onnx"  # explained through its first member
 
@@ -263,7 +263,7 @@ def test_gate_refuses_a_damaged_variant_and_removes_the_stale_one(exported, spli
     source = exported / "cnn.onnx"
     fast, _ = simplify(onnx.load(str(source)))
 
-    def damaged_int8(model, images, weight_bits=7):  # a "quantisation" that pushes every face to class 0
+    def damaged_int8(model, images, weight_bits=7, **options):  # a "quantisation" that pushes every face to class 0
         model = onnx.ModelProto()
         model.CopyFrom(fast)
         last = [n for n in model.graph.node if n.op_type == "Gemm"][-1]
@@ -273,10 +273,42 @@ def test_gate_refuses_a_damaged_variant_and_removes_the_stale_one(exported, spli
         bias.CopyFrom(numpy_helper.from_array(values, bias.name))
         return model, {}
 
-    monkeypatch.setattr(optimize, "quantize_int8", damaged_int8)
+    monkeypatch.setattr(optimize.variants, "quantize_int8", damaged_int8)  # where optimize_model looks it up
     stale = tmp_path / "cnn.int8.onnx"
     stale.write_bytes(source.read_bytes())  # an int8 file from some earlier model
     [result] = optimize_model(source, splits, out_dir=tmp_path, variants=("int8",), log=lambda line: None)
     assert result.gate is not None and result.gate.fp32_accuracy > 80  # the fixture's CNN reads the drawn faces
     assert not result.written and not result.gate.passed and result.gate.drop > 50
     assert "refused" in result.message and not stale.exists()
+
+
+def test_int8_calibration_options(exported):
+    from fer_train.optimize import float_node_names
+
+    fast, _ = simplify(onnx.load(str(exported / "dnn.onnx")))
+    images = make_faces(32, seed=6)[0]
+    first, last = float_node_names(fast, ["first", "last"])
+    int8, steps = quantize_int8(fast, images, calibration="percentile", percentile=99.99, per_channel=False, keep_float=["first", "last"])
+    assert steps["calibration"] == "percentile 99.99" and steps["weights"] == "int7 per tensor" and steps["float_nodes"] == [first, last]
+    values = {init.name: numpy_helper.to_array(init) for init in int8.graph.initializer}
+    gemms = {n.name: n for n in int8.graph.node if n.op_type == "Gemm"}
+    producers = {out: n for n in int8.graph.node for out in n.output}
+    for name in (first, last):  # left in fp32: their weights are float tensors, not dequantised int8
+        weight = gemms[name].input[1]
+        assert weight in values and values[weight].dtype == np.float32 and weight not in producers
+    weight_scales = [values[n.input[1]] for n in int8.graph.node if n.op_type == "DequantizeLinear" and values.get(n.input[0]) is not None
+                     and values[n.input[0]].dtype == np.int8]
+    assert weight_scales and all(scale.size == 1 for scale in weight_scales)  # per tensor
+    for method in ("minmax", "entropy"):
+        assert quantize_int8(fast, images, calibration=method)[1]["calibration"] == method
+    with pytest.raises(ValueError, match="calibration must be"):
+        quantize_int8(fast, images, calibration="kl")
+    with pytest.raises(ValueError, match="no node 'nope'"):
+        float_node_names(fast, ["nope"])
+
+
+def test_auto_int8_records_its_choice_made_on_validation(exported, splits, tmp_path):
+    [result] = optimize_model(exported / "cnn.onnx", splits, out_dir=tmp_path, variants=("int8",), max_drop=100, log=lambda line: None)
+    choice = load_classifier(tmp_path / "cnn.int8.onnx").metadata["optimization"]["int8_choice"]
+    assert choice["chosen"] in choice["validation_points_lost"] and next(iter(choice["validation_points_lost"])) == "7 bits"
+    assert result.steps["calibration"] == "percentile 99.999"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fer_train.io import load_source
-from fer_train.splits import make_splits
+from fer_runtime.io import load_source
+from fer_runtime.splits import make_splits
 
 pytestmark = pytest.mark.real_data
 

@@ -13,17 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-import fer_train.semi as semi
+import fer_train.semi.arm as semi_arm
+import fer_train.semi.selection as semi_selection
 from fer_train.checkpoint import load_checkpoint
 from fer_train.cli import main as cli_main
 from fer_train.config import TrainConfig
-from fer_train.constants import CLASS_NAMES
+from fer_runtime.contract import CLASS_NAMES
 from fer_train.models import MODEL_REGISTRY
 from fer_train.progress import Reporter
-from fer_train.runtime import load_classifier
+from fer_runtime.classifier import load_classifier
 from fer_train.semi import (ArmRun, PseudoLabelAudit, SemiData, class_balanced_thresholds, prepare, select_confident, semi_config,
                             split_labeled, train_semi)
-from fer_train.train import load_splits
+from fer_train.data import load_splits
 
 from cli_support import act_after_event, child_processes, every_arm_ended_an_epoch, sigterm_after_event
 
@@ -118,7 +119,7 @@ def test_hidden_labels_never_reach_the_loss(demo_csv, tmp_path, monkeypatch):
         def __init__(self, hidden_labels):
             super().__init__(np.zeros_like(hidden_labels))  # every hidden label replaced by Angry
 
-    monkeypatch.setattr(semi, "PseudoLabelAudit", PoisonedAudit)
+    monkeypatch.setattr(semi_selection, "PseudoLabelAudit", PoisonedAudit)
     poisoned = train_semi(config, tmp_path / "poisoned", _quiet(), export=False)
     for arm in config.semi_arms:
         _assert_same_weights(_weights(honest.run_dir / arm), _weights(poisoned.run_dir / arm))
@@ -144,15 +145,15 @@ def test_the_selection_is_made_afresh_every_round(demo_csv, tmp_path, monkeypatc
     script = iter([scripted({0: (2, 0.9), 1: (2, 0.5), 3: (4, 0.45)}),  # after round 1: 0 and 1 (3 sits on the threshold)
                    scripted({2: (5, 0.8)}),  # after round 2: only 2; 0 and 1 drop out again
                    scripted({})])
-    monkeypatch.setattr(semi, "unlabeled_probabilities", lambda model, images, config: next(script))
+    monkeypatch.setattr(semi_arm, "unlabeled_probabilities", lambda model, images, config: next(script))
     seen = []
-    real_epoch = semi.train_one_epoch
+    real_epoch = semi_arm.train_one_epoch
 
     def spy(model, optimizer, scheduler, x, y, config, epoch, *args, **kwargs):
         seen.append((x.clone(), y.clone()))
         return real_epoch(model, optimizer, scheduler, x, y, config, epoch, *args, **kwargs)
 
-    monkeypatch.setattr(semi, "train_one_epoch", spy)
+    monkeypatch.setattr(semi_arm, "train_one_epoch", spy)
     ArmRun("self-training", data, audit, config, tmp_path, _quiet(), share_first_round=False).load().run()
 
     labeled = len(data.labeled_y)
@@ -237,7 +238,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(demo_csv, tmp_path, monk
     straight = train_semi(config, tmp_path / "straight", _quiet(), export=False)
 
     calls = {"n": 0}
-    real_epoch = semi.train_one_epoch
+    real_epoch = semi_arm.train_one_epoch
 
     def stop_at_the_fifth_epoch(*args, **kwargs):
         calls["n"] += 1
@@ -245,10 +246,10 @@ def test_an_interrupted_run_resumes_to_the_same_weights(demo_csv, tmp_path, monk
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(semi, "train_one_epoch", stop_at_the_fifth_epoch)
+    monkeypatch.setattr(semi_arm, "train_one_epoch", stop_at_the_fifth_epoch)
     stopped = train_semi(config, tmp_path / "resumed", _quiet(), export=False)
     assert stopped.interrupted and load_checkpoint(tmp_path / "resumed" / "self-training", "last")["epoch"] == 2
-    monkeypatch.setattr(semi, "train_one_epoch", real_epoch)
+    monkeypatch.setattr(semi_arm, "train_one_epoch", real_epoch)
     assert cli_main(["--resume", str(tmp_path / "resumed"), "--progress", "plain", "--no-export"]) == 0
     for arm in ("baseline", "self-training"):
         _assert_same_weights(_weights(straight.run_dir / arm), _weights(tmp_path / "resumed" / arm))

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from fer_train.config import TrainConfig
-from fer_train.constants import CLASS_NAMES
-from fer_train.metrics import classification_report, decode_predictions, softmax
-from fer_train.train import load_splits
+from fer_runtime.contract import CLASS_NAMES
+from fer_runtime.metrics import classification_report, decode_predictions, softmax
+from fer_train.data import load_splits
 from fer_tui.catalog import find_models, load_entry
 
 EXPORTED = Path(__file__).resolve().parent.parent / "exported"
@@ -62,3 +62,12 @@ def test_shipped_model_opens_and_its_metadata_tells_the_truth(name, splits):
         assert record["accuracy"] == pytest.approx(report.accuracy, abs=1e-4), split
         assert record["count"] == len(s.labels)
         np.testing.assert_allclose([record["recall"][c] for c in CLASS_NAMES], report.recall, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["cnn", "cnn-semi", "fer-best", "dnn"])
+def test_each_model_predicts_with_its_int8_variant_which_passed_the_gate(name):
+    entry = load_entry(EXPORTED / f"{name}.onnx")
+    assert entry.runner is not None and entry.runner.path.name == f"{name}.int8.onnx"
+    meta = entry.runner.metadata
+    assert meta["variant_test_accuracy"] >= meta["fp32_test_accuracy"] - 0.005  # within the gate's 0.5 points
+    assert load_entry(EXPORTED / f"{name}.onnx", variant="fp32").runner.path.name == f"{name}.onnx"

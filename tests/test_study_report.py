@@ -9,12 +9,13 @@ import pytest
 
 from fer_train.cli import main as cli_main
 from fer_train.config import TrainConfig
-from fer_train.metrics import classification_report
+from fer_runtime.metrics import classification_report
 from fer_train.progress import Reporter
-from fer_train.runtime import load_classifier
+from fer_runtime.classifier import load_classifier
 from fer_train.semi import train_semi
 from fer_train.study_report import ModelNumbers, _variant_of, build_report, numbers_markdown, one_face_per_class
-from fer_train.train import load_splits, train
+from fer_train.data import load_splits
+from fer_train.train import train
 
 
 @pytest.fixture(scope="module")

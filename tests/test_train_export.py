@@ -12,13 +12,14 @@ import torch
 from fer_train.checkpoint import load_checkpoint, model_from_checkpoint
 from fer_train.cli import main as cli_main
 from fer_train.config import TrainConfig
-from fer_train.constants import CLASS_NAMES
+from fer_runtime.contract import CLASS_NAMES
 from fer_train.export import ExportError, export_onnx, export_run
-from fer_train.metrics import decode_predictions, encode_predictions
+from fer_runtime.metrics import decode_predictions, encode_predictions
 from fer_train.models import create_model
 from fer_train.progress import Reporter
-from fer_train.runtime import ModelError, load_classifier
-from fer_train.train import load_splits, train
+from fer_runtime.classifier import ModelError, load_classifier
+from fer_train.data import load_splits
+from fer_train.train import train
 
 from cli_support import sigterm_after_event
 
@@ -56,8 +57,17 @@ def test_train_checkpoint_export_predict(demo_csv, tmp_path, capsys):
     assert recorded["accuracy"] == pytest.approx(float((predicted == val.labels).mean()), abs=1e-5)
     inp = clf.session.get_inputs()[0]
     assert inp.name == "image" and inp.shape[1:] == [1, 48, 48] and isinstance(inp.shape[0], str)
+    # the model and its explanation graphs keep their tensors in one <stem>.weights, in the run folder and in exported/
+    import onnx
 
-    from fer_train.io import load_source
+    from fer_train.shared_weights import external_locations, family_of
+
+    for folder, stem in ((run, "model"), (tmp_path / "exported", "tiny")):
+        graphs = family_of(folder / f"{stem}.onnx")
+        assert len(graphs) == 8  # the model, its gradient and layers graphs, five filter graphs
+        assert all(external_locations(onnx.load(str(g), load_external_data=False)) == {f"{stem}.weights"} for g in graphs)
+
+    from fer_runtime.io import load_source
 
     images = load_source(demo_csv).splits["PublicTest"].images[:37]  # an odd batch size: the axis is dynamic
     best = model_from_checkpoint(load_checkpoint(run))
@@ -96,7 +106,7 @@ def test_batchnorm_model_exports_folded_with_its_gradient_graph_and_history(demo
     assert [h["epoch"] for h in training["history"]] == [1, 2] and training["epochs"] == 2
     assert training["wall_seconds"] > 0 and "threads" in training["hardware"]
 
-    from fer_train.io import load_source
+    from fer_runtime.io import load_source
 
     images = load_source(demo_csv).splits["PublicTest"].images[:9]
     trained = model_from_checkpoint(load_checkpoint(result.run_dir))  # BatchNorm unfolded, eval mode

@@ -8,5 +8,5 @@
 - ``sheets``: the pictures (PNG, matplotlib);
 - ``report``: ``fer-train explain``, all of the above for one model into one folder with an index.
 
-The torch-free side (what the TUI runs) is :mod:`fer_train.explain_runtime`.
+The torch-free side (what the TUI runs) is :mod:`fer_runtime.explain`.
 """

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..constants import IMAGE_SIZE
+from fer_runtime.contract import IMAGE_SIZE
 from ..models import ElementPReLU, PixelScale
 
 

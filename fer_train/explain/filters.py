@@ -1,6 +1,6 @@
 """What the conv filters respond to, in torch: gradient ascent from noise, and a layer's feature maps.
 
-The ascent loop is :func:`fer_train.explain_runtime.ascend` (numpy), the same one the TUI runs on the
+The ascent loop is :func:`fer_runtime.explain.ascend` (numpy), the same one the TUI runs on the
 ONNX filter graphs; here autograd supplies the gradient. A filter's activation is the mean over positions
 of its channel of the conv layer's output (the Conv2d's output, before its activation function).
 """
@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import explain_runtime as rt
+from fer_runtime import explain as rt
 from .backward import LayerInfo, conv_layer_infos, layer_chain, resolve_layer
 
 

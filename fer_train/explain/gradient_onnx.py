@@ -2,7 +2,7 @@
 
 The graphs are the modules of :mod:`fer_train.explain.backward` (backward passes spelled in forward
 operators), exported by the same TorchScript exporter as the model. The file names, inputs, outputs and
-metadata are the contract documented in :mod:`fer_train.explain_runtime`.
+metadata are the contract documented in :mod:`fer_runtime.explain`.
 
 Each file is checked on real faces as it is written: onnxruntime against torch autograd on a float64 copy
 of the original model (the exact gradient, not torch's own float32 rounding of it), max |difference| at most
@@ -27,10 +27,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
-from ..explain_runtime import (ACTIVATION, CLASS_INDEX, FILTER_INDEX, GRADIENT, META_KIND, META_LAYER, META_LAYERS, META_OF,
-                               filters_path, gradient_path, layers_path)
-from ..runtime import META_CLASS_NAMES, make_session
+from fer_runtime.classifier import make_session
+from fer_runtime.contract import (
+    ACTIVATION,
+    CLASS_INDEX,
+    CLASS_NAMES,
+    EVENT_MESSAGE,
+    FILTER_INDEX,
+    GRADIENT,
+    IMAGE_SIZE,
+    META_CLASS_NAMES,
+    META_KIND,
+    META_LAYER,
+    META_LAYERS,
+    META_OF,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+)
+from fer_runtime.explain import filters_path, gradient_path, layers_path
+
+from ..onnx_meta import ExportError, write_metadata
 from .backward import FilterGradient, InputGradient, LayerOutputs, UnsupportedModelError, conv_layer_infos
 from .filters import torch_filter_gradient_fn, torch_layer_outputs
 from .saliency import torch_gradient_fn
@@ -63,14 +79,13 @@ class GraphCheck:
 
 
 def _export(module: nn.Module, inputs: tuple, path: Path, input_names: list[str], output_names: list[str], metadata: dict) -> None:
-    from ..export import write_metadata  # here: export.py imports this module when it runs
 
     dynamic = {name: {0: "N"} for name in input_names + output_names}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
         torch.onnx.export(module.eval(), inputs, str(path), input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
-    write_metadata(path, metadata, doc=f"fer explanation graph ({metadata[META_KIND]}) of {metadata[META_OF]}; contract: fer_train.explain_runtime")
+    write_metadata(path, metadata, doc=f"fer explanation graph ({metadata[META_KIND]}) of {metadata[META_OF]}; contract: fer_runtime.explain")
 
 
 def _check(tmp: Path, target: Path, pairs: list[tuple[str, np.ndarray, np.ndarray]], images: int, t0: float,
@@ -79,7 +94,6 @@ def _check(tmp: Path, target: Path, pairs: list[tuple[str, np.ndarray, np.ndarra
 
     Gradients (names starting ``gradient``) get the near-tie allowance of the module docstring.
     """
-    from ..export import ExportError
 
     worst = None
     for name, got, expected in pairs:
@@ -217,7 +231,7 @@ def write_companions(model: nn.Module, model_path: str | Path, check_images: np.
 
     def tell(text: str) -> None:
         if reporter is not None:
-            reporter.emit("message", text=text)
+            reporter.emit(EVENT_MESSAGE, text=text)
 
     try:
         checks = export_explain_graphs(model, model_path, check_images, class_names, progress=lambda c: tell(f"explanation graph {c}"))
@@ -228,15 +242,22 @@ def write_companions(model: nn.Module, model_path: str | Path, check_images: np.
 
 
 def copy_companions(source_model: str | Path, target_model: str | Path) -> list[Path]:
-    """Copy the companions of ``source_model`` beside ``target_model`` under its stem (stale ones there removed)."""
-    import shutil
+    """Copy the companions of ``source_model`` beside ``target_model`` under its stem (stale ones there removed).
 
+    Each copy is self-contained (a shared source's tensors come along from its weights file), so it loads
+    wherever it lands; :func:`fer_train.shared_weights.share_family` on the target then shares them again under
+    the target's own ``<stem>.weights``, as :func:`fer_train.export.export_run` does."""
+    from ..shared_weights import copy_graph
+
+    source_model, target_model = Path(source_model), Path(target_model)
+    if source_model.resolve() == target_model.resolve():
+        return companions_of(source_model)  # they are there already (and removing the stale ones would remove them)
     for stale in companions_of(target_model):
         stale.unlink()
-    source_stem, target_stem = Path(source_model).name[:-5], Path(target_model).name[:-5]
+    source_stem, target_stem = source_model.name[:-5], target_model.name[:-5]
     copied = []
     for path in companions_of(source_model):
-        target = Path(target_model).with_name(target_stem + path.name[len(source_stem):])
-        shutil.copyfile(path, target)
+        target = target_model.with_name(target_stem + path.name[len(source_stem):])
+        copy_graph(path, target)
         copied.append(target)
     return copied

@@ -23,9 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
-from .. import explain_runtime as rt
-from ..constants import CLASS_NAMES
-from ..io import Split
+from fer_runtime import explain as rt
+from fer_runtime.contract import CLASS_NAMES
+from fer_runtime.io import Split
 from . import sheets
 from .backward import LayerInfo, conv_layer_infos, resolve_layer
 from .filters import layer_outputs, visualise_filters
@@ -120,7 +120,7 @@ def explain_model(model_path: str | Path, out_dir: str | Path, *, data: str | No
     from ..checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
     from ..models import deployable
     from ..config import TrainConfig
-    from ..train import load_splits
+    from ..data import load_splits
 
     console = console or Console(stderr=True)
     report = ExplainReport(Path(out_dir))

@@ -1,7 +1,7 @@
 """Where the model looks, in torch: the input gradient (the study's method), SmoothGrad and occlusion.
 
 The gradient is taken with respect to the raw pixels (0..255), of a class's logit. SmoothGrad and
-occlusion are the numpy algorithms of :mod:`fer_train.explain_runtime`, run here with torch behind them,
+occlusion are the numpy algorithms of :mod:`fer_runtime.explain`, run here with torch behind them,
 so the TUI's onnxruntime results are comparable number for number.
 """
 
@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import explain_runtime as rt
+from fer_runtime import explain as rt
+from fer_runtime.metrics import softmax
 
 METHODS = ("gradient", "smoothgrad", "occlusion")
 
@@ -71,7 +72,7 @@ def input_gradient(model: nn.Module, images: np.ndarray, class_index=None) -> rt
 
 
 def smoothgrad(model: nn.Module, images: np.ndarray, class_index=None, samples: int = 25, noise: float = 0.15, seed: int = 0) -> np.ndarray:
-    """SmoothGrad's signed mean gradient (N, 48, 48); see :func:`fer_train.explain_runtime.smoothgrad`."""
+    """SmoothGrad's signed mean gradient (N, 48, 48); see :func:`fer_runtime.explain.smoothgrad`."""
     x = rt.as_batch(images)
     return rt.smoothgrad(torch_gradient_fn(model), x, _classes(model, x, class_index), samples=samples, noise=noise, seed=seed)
 
@@ -93,8 +94,7 @@ class SaliencyMaps:
 
     @property
     def probabilities(self) -> np.ndarray:
-        z = np.exp(self.logits - self.logits.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return softmax(self.logits)
 
 
 def saliency_maps(model: nn.Module, images: np.ndarray, class_index=None, methods=METHODS, progress=None) -> SaliencyMaps:

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import explain_runtime as rt
+from fer_runtime import explain as rt
 from ..plots import _pyplot
 from .saliency import SaliencyMaps
 

@@ -11,13 +11,13 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Select, Static
 
-from fer_train.constants import CLASS_NAMES
+from fer_runtime.contract import CLASS_NAMES
 
 from ..messages import FaceSelected
 from ..predictions import OUTCOMES, SORTS, select
 from ..state import Context
 from .base import View
-from .face import Picture, ProbabilityBars
+from .face import PhotoPicture, Picture, ProbabilityBars
 from .facelist import FaceList
 from .readout import Readout
 
@@ -60,6 +60,7 @@ class BrowseView(View):
         Binding("r", "cycle_outcome", "Right/wrong"),
         Binding("o", "cycle_sort", "Sort"),
         Binding("x", "clear_filters", "Clear filters"),
+        Binding("n", "toggle_skipped", "No-face photos"),  # shown only for photos (check_action)
     ]
 
     def __init__(self, **kwargs):
@@ -85,6 +86,8 @@ class BrowseView(View):
             with Vertical(id="browse-side"):
                 yield ProbabilityBars(id="browse-bars")
                 yield Readout(id="browse-info")
+                yield PhotoPicture("photo", id="browse-photo")  # only for faces found in photos (class -photos)
+                yield Static(id="browse-skipped")  # photos without faces and unreadable files, toggled with n
 
     # -- state from the app ------------------------------------------------------------------------
 
@@ -92,6 +95,8 @@ class BrowseView(View):
         super().update_context(new, old)
         if new.class_names != old.class_names:
             self._set_class_options(new.class_names)
+        if new.dataset is not old.dataset:
+            self._show_photo_problems(new)
         if new.dataset is not old.dataset or new.split_name != old.split_name or new.predictions is not old.predictions:
             self.refilter(keep=new.selected if new.dataset is old.dataset and new.split_name == old.split_name else None)
         if new.selected != old.selected or new.predictions is not old.predictions or new.plain != old.plain or new.model is not old.model:
@@ -172,10 +177,51 @@ class BrowseView(View):
         """Move the cursor (used by other views to walk the same list)."""
         self.facelist.action_move(delta)
 
+    # -- faces found in photos ----------------------------------------------------------------------
+
+    def _show_photo_problems(self, ctx: Context) -> None:
+        photos = ctx.dataset.photos if ctx.dataset is not None else None
+        self.set_class(photos is not None, "-photos")
+        self.remove_class("-skipped")
+        self.refresh_bindings()
+        if photos is None:
+            return
+        problems = photos.problems()
+        text = Text()
+        text.append("\n".join(problems) if problems else "every photo has a face", "" if problems else "dim")
+        skipped = self.query_one("#browse-skipped", Static)
+        skipped.border_title = f"{len(photos.without_faces)} no face · {len(photos.unreadable)} unreadable"
+        skipped.border_subtitle = "n: the photo"
+        skipped.update(text)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "toggle_skipped":
+            dataset = self.context.dataset
+            return dataset is not None and dataset.photos is not None
+        return True
+
+    def action_toggle_skipped(self) -> None:
+        self.toggle_class("-skipped")
+
+    def _show_photo(self, ctx: Context) -> None:
+        photos = ctx.dataset.photos if ctx.dataset is not None else None
+        if photos is None:
+            return
+        picture = self.query_one("#browse-photo", PhotoPicture)
+        picture.plain = ctx.plain
+        if ctx.image is None:
+            picture.border_title = "photo"
+            picture.show(None, message="no face selected")
+            return
+        photo, box = photos.source(ctx.selected)
+        picture.border_title = photo.name
+        picture.show(photo.thumbnail, photo.thumbnail_box(box))
+
     # -- the selected face -------------------------------------------------------------------------
 
     def _show_selected(self) -> None:
         ctx = self.context
+        self._show_photo(ctx)
         face = self.query_one(Picture)
         face.plain = ctx.plain
         bars = self.query_one(ProbabilityBars)
@@ -201,7 +247,13 @@ class BrowseView(View):
         origin = np.asarray(split.origin)[index] if len(split.origin) else None
         text = Text()
         text.append(f"face {index:,} of {ctx.split_name} ({len(split):,})\n", "bold")
-        if origin is not None:
+        photos = ctx.dataset.photos
+        if photos is not None:
+            photo, (x, y, w, h) = photos.source(index)
+            text.append(f"{photo.name}", "bold")
+            text.append(f" #{str(origin).rsplit('#', 1)[-1]} of {photo.faces}\n", "dim")
+            text.append(f"box x {x} y {y} {w}×{h} of {photo.size[0]}×{photo.size[1]}\n", "dim")
+        elif origin is not None:
             where = f"line {int(origin):,}" if np.issubdtype(np.asarray(origin).dtype, np.integer) else str(origin)
             text.append(f"{where} of {ctx.dataset.name}\n", "dim")
         text.append("true       ")

@@ -14,7 +14,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from fer_train.metrics import most_confused, row_normalise
+from fer_runtime.metrics import most_confused, row_normalise
 
 from ..messages import BrowseCell
 from ..state import Context

@@ -10,7 +10,7 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..render import bar, image_lines
+from ..render import bar, fit_within, image_lines, photo_with_box
 
 
 class Picture(Widget):
@@ -60,6 +60,44 @@ class Picture(Widget):
         key = (id(self.image), self.pixels, self.plain)
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, [Strip(row).apply_style(base) for row in image_lines(self.image, self.pixels, self.plain)])
+        rows = self._cache[1]
+        return rows[y].adjust_cell_length(width, base) if y < len(rows) else Strip.blank(width, base)
+
+    def watch_plain(self) -> None:
+        self._cache = None
+        self.refresh()
+
+
+class PhotoPicture(Widget):
+    """A photograph (RGB uint8, any shape) scaled to fit the widget, keeping its shape, with one box drawn on it."""
+
+    plain: reactive[bool] = reactive(False)
+
+    def __init__(self, caption: str = "", *, id: str | None = None, classes: str | None = None):
+        super().__init__(id=id, classes=classes)
+        self.photo: np.ndarray | None = None
+        self.box: tuple[int, int, int, int] | None = None
+        self.message = ""
+        self.border_title = caption
+        self._cache: tuple | None = None
+
+    def show(self, photo: np.ndarray | None, box: tuple[int, int, int, int] | None = None, message: str = "") -> None:
+        """Draw ``photo`` with ``box`` (in its pixels); with None, show ``message`` instead."""
+        self.photo, self.box, self.message = photo, box, message
+        self._cache = None
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width, height = self.content_size.width, self.content_size.height
+        base = self.rich_style
+        if self.photo is None or width < 1 or height < 1:
+            if y == 0 and self.message:
+                return Strip([Segment(self.message[:width], base + Style(dim=True))]).adjust_cell_length(width, base)
+            return Strip.blank(width, base)
+        key = (id(self.photo), self.box, width, height, self.plain)
+        if self._cache is None or self._cache[0] != key:
+            picture = photo_with_box(self.photo, self.box, width, height * 2) if self.box else fit_within(self.photo, width, height * 2)
+            self._cache = (key, [Strip(row).apply_style(base) for row in image_lines(picture, None, self.plain)])
         rows = self._cache[1]
         return rows[y].adjust_cell_length(width, base) if y < len(rows) else Strip.blank(width, base)
 

@@ -17,6 +17,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
+from fer_runtime.contract import (META_ARCHITECTURE, META_CLASS_NAMES, META_CONFIG, META_EXTRA, META_INPUT, META_METRICS, META_PARAMETERS,
+                                  META_VERSION, METRIC_ACCURACY, METRICS_TEST, METRICS_VAL)
+
 from ..catalog import ModelEntry
 from ..messages import ActivateModel
 from ..predictions import Cancelled, Predictions
@@ -68,29 +71,29 @@ def describe_model(entry: ModelEntry) -> Group:
     text.append(f"\nclasses {', '.join(entry.class_names)}\n")
     grad = entry.gradient_path
     text.append(f"saliency: {'gradient graph ' + grad.name if grad else 'occlusion (no .grad.onnx beside it)'}\n", "dim")
-    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    metrics = meta.get(META_METRICS) if isinstance(meta.get(META_METRICS), dict) else {}
     for split, values in metrics.items():
-        if isinstance(values, dict) and "accuracy" in values:
+        if isinstance(values, dict) and METRIC_ACCURACY in values:
             text.append(f"{split} accuracy at export ")
-            text.append(f"{values['accuracy']:.2%}", "bold")
+            text.append(f"{values[METRIC_ACCURACY]:.2%}", "bold")
             text.append(f" on {values.get('count', '?'):,} faces\n" if isinstance(values.get("count"), int) else "\n")
-    config = meta.get("train_config") if isinstance(meta.get("train_config"), dict) else {}
+    config = meta.get(META_CONFIG) if isinstance(meta.get(META_CONFIG), dict) else {}
     if config:
         keys = ("model", "epochs", "optimizer", "lr", "batch_size", "schedule", "augment", "seed")
         shown = ", ".join(f"{k} {config[k]}" for k in keys if k in config and config[k] is not None)
         if config.get("semi"):
             shown += f", semi-supervised (threshold {config.get('semi_threshold', '?')})"
         text.append(f"trained with {shown}\n")
-    training = meta.get("training") if isinstance(meta.get("training"), dict) else {}
+    training = meta.get(META_EXTRA) if isinstance(meta.get(META_EXTRA), dict) else {}
     if training:
         parts = [f"{training['epochs']} epochs" if "epochs" in training else "",
                  f"{training['wall_seconds']:.0f} s" if isinstance(training.get("wall_seconds"), (int, float)) else "",
                  str(training.get("hardware", "")), f"best epoch {training['best_epoch']}" if training.get("best_epoch") else ""]
         text.append("training: " + ", ".join(p for p in parts if p) + "\n")
-    if "fer_version" in meta:
-        text.append(f"fer {meta['fer_version']}\n", "dim")
-    other = {k: v for k, v in meta.items() if k not in ("class_names", "architecture", "parameter_count", "metrics", "train_config",
-                                                         "training", "fer_version", "input")}
+    if META_VERSION in meta:
+        text.append(f"fer {meta[META_VERSION]}\n", "dim")
+    other = {k: v for k, v in meta.items() if k not in (META_CLASS_NAMES, META_ARCHITECTURE, META_PARAMETERS, META_METRICS, META_CONFIG,
+                                                         META_EXTRA, META_VERSION, META_INPUT)}
     for key, value in other.items():
         text.append(f"{key}: {json.dumps(value) if not isinstance(value, str) else value}"[:200] + "\n", "dim")
     return Group(text)
@@ -174,7 +177,7 @@ class ModelsView(View):
             table.add_row(Text("●" if active else "◆" if marked else " ", "bold green" if active else "bold cyan"),
                           Text(entry.name, "bold" if active else "", overflow="ellipsis", no_wrap=True),
                           entry.architecture if entry.ok else "–", params,
-                          _percent(entry.metric("val")), _percent(entry.metric("test")), _size(entry.size_bytes), status,
+                          _percent(entry.metric(METRICS_VAL)), _percent(entry.metric(METRICS_TEST)), _size(entry.size_bytes), status,
                           key=str(entry.path))
         if ctx.models:
             table.move_cursor(row=min(keep, len(ctx.models) - 1))
@@ -187,6 +190,8 @@ class ModelsView(View):
         else:
             title.append(f"{len(ctx.models)} model{'s' if len(ctx.models) != 1 else ''}; active: ")
             title.append(ctx.model.name if ctx.model else "none", "bold green")
+            if ctx.predictions is not None and ctx.predictions.ran:
+                title.append(f" (predictions by {ctx.predictions.ran})", "green")
             title.append("   enter: use the highlighted model · x: compare it with the active one", "dim")
         self.query_one("#models-title", Static).update(title)
         self._show_detail()

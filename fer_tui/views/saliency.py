@@ -1,4 +1,8 @@
-"""Saliency: where the model looks for a class, as a heat map beside the face, and the face masked to it."""
+"""Saliency: where the model looks for a class, as a heat map beside the face, and the face masked to it.
+
+The maps, their normalisation and the mask all come from :mod:`fer_runtime.explain` (``Explainer.face_saliency``,
+``masked_image``), the same code as the explain command's figures; this module only asks and draws.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +20,11 @@ from textual.message import Message
 from textual.widgets import Label, Select
 from textual.worker import get_current_worker
 
-from fer_train.constants import CLASS_NAMES
-from fer_train.runtime import ModelError
+from fer_runtime.contract import CLASS_NAMES
+from fer_runtime.explain import FACE_METHODS, ExplainError, Explainer, FaceSaliency, masked_image
 
 from ..messages import StepFace
 from ..render import HEAT_LUT, RAMP, overlay
-from ..saliency import METHODS, SaliencyMap, SaliencyRunner, masked_face, salient_mask
 from ..state import Context
 from .base import View
 from .face import Picture
@@ -44,7 +47,7 @@ class SaliencyRequest:
 @dataclass
 class SaliencyReady(Message):
     request: SaliencyRequest
-    result: SaliencyMap | None
+    result: FaceSaliency | None
     error: str | None = None
 
 
@@ -55,7 +58,7 @@ class SaliencyView(View, can_focus=True):
     summary = "where the model looks: heat map for the predicted (or any) class, and the face masked to it"
     keys_help = (("← →", "the class to explain: predicted, then each class"),
                  ("↑ ↓", "previous / next face of Browse's list"),
-                 ("g", "method: auto (gradient graph when the model has one), gradient, occlusion"),
+                 ("g", "method: auto (gradient if possible), gradient, occlusion, smoothgrad"),
                  ("+ -", "show more / less of the face in the mask"))
 
     BINDINGS = [
@@ -73,8 +76,8 @@ class SaliencyView(View, can_focus=True):
         self.class_choice = PREDICTED
         self.method = "auto"
         self.keep = DEFAULT_KEEP
-        self._runners: dict[tuple, SaliencyRunner] = {}
-        self._results: OrderedDict[SaliencyRequest, SaliencyMap] = OrderedDict()
+        self._explainers: dict[tuple, Explainer] = {}  # model key → its explanation graphs, opened once
+        self._results: OrderedDict[SaliencyRequest, FaceSaliency] = OrderedDict()
         self._pending: SaliencyRequest | None = None
         self._shown: SaliencyRequest | None = None
         self.error: str | None = None
@@ -90,7 +93,7 @@ class SaliencyView(View, can_focus=True):
             yield Label("class")
             yield Select(self._class_options(CLASS_NAMES), value=PREDICTED, allow_blank=False, id="saliency-class")
             yield Label("method")
-            yield Select([(m, m) for m in METHODS], value="auto", allow_blank=False, id="saliency-method")
+            yield Select([(m, m) for m in FACE_METHODS], value="auto", allow_blank=False, id="saliency-method")
         yield Readout(id="saliency-status")
 
     @staticmethod
@@ -150,12 +153,13 @@ class SaliencyView(View, can_focus=True):
     @work(thread=True, exclusive=True, group="saliency")
     def compute(self, request: SaliencyRequest, classifier, image: np.ndarray) -> None:
         worker = get_current_worker()
-        runner = self._runners.get(request.model_key)
-        if runner is None:
-            runner = self._runners[request.model_key] = SaliencyRunner(classifier)
+        explainer = self._explainers.get(request.model_key)
+        if explainer is None:
+            explainer = self._explainers[request.model_key] = Explainer(classifier.path)
         try:
-            result = runner.compute(image, request.class_index, request.method, clock=getattr(self.app, "clock", time.perf_counter))
-        except ModelError as exc:
+            result = explainer.face_saliency(image, request.class_index, request.method, logits_fn=classifier.predict_logits,
+                                             clock=getattr(self.app, "clock", time.perf_counter))
+        except (ExplainError, ValueError, RuntimeError) as exc:  # onnxruntime raises RuntimeError subclasses
             self.post_message(SaliencyReady(request, None, str(exc)))
             return
         if not worker.is_cancelled:
@@ -179,7 +183,7 @@ class SaliencyView(View, can_focus=True):
 
     # -- drawing -----------------------------------------------------------------------------------
 
-    def _show(self, request: SaliencyRequest, result: SaliencyMap) -> None:
+    def _show(self, request: SaliencyRequest, result: FaceSaliency) -> None:
         ctx = self.context
         image = ctx.image
         names = ctx.class_names
@@ -189,7 +193,7 @@ class SaliencyView(View, can_focus=True):
         heat.show((result.values * 255).astype(np.uint8) if plain else overlay(image, result.values))
         masked = self.query_one("#saliency-masked", Picture)
         masked.border_title = f"most salient {self.keep:.0%}"
-        masked.show(masked_face(image, salient_mask(result.values, self.keep)))
+        masked.show(masked_image(image, result.values, hide=1 - self.keep))
         self._shown = request
 
         label = ctx.label
@@ -202,11 +206,10 @@ class SaliencyView(View, can_focus=True):
         title.append(f"  ·  explaining {names[result.class_index]} ({result.probs[result.class_index]:.1%})", "bold")
         self.query_one("#saliency-title", Readout).update(title)
         self._update_legend(result)
-        status = Text(f"{result.method}: {result.detail}; {result.forward_passes} forward pass"
-                      f"{'es' if result.forward_passes != 1 else ''} in {result.seconds * 1000:.0f} ms", style="dim")
+        status = Text(f"{result.method}: {result.detail} in {result.seconds * 1000:.0f} ms", style="dim")
         self.query_one("#saliency-status", Readout).update(status)
 
-    def _update_legend(self, result: SaliencyMap | None) -> None:
+    def _update_legend(self, result: FaceSaliency | None) -> None:
         legend = Text(no_wrap=True)
         if result is not None:
             legend.append("less important ")
@@ -236,7 +239,7 @@ class SaliencyView(View, can_focus=True):
         self.refresh_saliency()
 
     def action_cycle_method(self) -> None:
-        self.method = METHODS[(METHODS.index(self.method) + 1) % len(METHODS)]
+        self.method = FACE_METHODS[(FACE_METHODS.index(self.method) + 1) % len(FACE_METHODS)]
         with self.prevent(Select.Changed):
             self.query_one("#saliency-method", Select).value = self.method
         self.refresh_saliency()

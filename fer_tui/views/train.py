@@ -18,6 +18,8 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, ProgressBar, RichLog, Select
 
+from fer_runtime.contract import EVENT_ERROR, EVENT_KEY, EVENT_MESSAGE
+
 from ..charts import chart_text
 from ..messages import ModelExported
 from ..state import Context
@@ -212,7 +214,7 @@ class TrainView(View):
         for line in process.lines():
             event = parse_event(line)
             if event is None and line.strip():
-                event = {"event": "message", "text": line.strip()}
+                event = {EVENT_KEY: EVENT_MESSAGE, "text": line.strip()}
             if event is not None:
                 self.post_message(JobEvent(event))
         returncode = process.wait()
@@ -223,7 +225,7 @@ class TrainView(View):
         message.stop()
         line = self.job.apply(message.event)
         if line:
-            self._log(line, "red" if message.event.get("event") == "error" else None)
+            self._log(line, "red" if message.event.get(EVENT_KEY) == EVENT_ERROR else None)
         self._redraw()
 
     def _redraw(self) -> None:

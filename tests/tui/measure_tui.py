@@ -24,11 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tui_support import LoopWatch, key_latency, settle  # noqa: E402
 
+from fer_runtime.explain import Explainer  # noqa: E402
 from fer_tui.app import make_app  # noqa: E402
 from fer_tui.catalog import load_entry  # noqa: E402
 from fer_tui.data import load_dataset  # noqa: E402
 from fer_tui.predictions import predict_split  # noqa: E402
-from fer_tui.saliency import SaliencyRunner  # noqa: E402
 from fer_tui.state import Settings  # noqa: E402
 from fer_tui.views.face import Picture  # noqa: E402
 from fer_tui.views.train import TrainView  # noqa: E402
@@ -65,15 +65,15 @@ def pure_timings(model: Path, data: Path, repeats: int = 5) -> dict:
     runs = []
     for _ in range(3):
         runs.append(predict_split(entry, "test", split).seconds)
-    runner = SaliencyRunner(entry.classifier)
+    explainer = Explainer(entry.path)  # what the Saliency view runs
     faces = split.images[:repeats]
     out = {"predict_test_s": [round(r, 3) for r in runs], "test_faces": len(split)}
     for method in ("gradient", "occlusion"):
-        if method == "gradient" and runner.graph() is None:
-            out["gradient"] = f"unavailable: {runner.gradient_error}"
+        if method == "gradient" and explainer.gradient_problem is not None:
+            out["gradient"] = f"unavailable: {explainer.gradient_problem}"
             continue
-        times = [runner.compute(face, method=method).seconds for face in faces]
-        result = runner.compute(faces[0], method=method)
+        times = [explainer.face_saliency(face, method=method, logits_fn=entry.classifier.predict_logits).seconds for face in faces]
+        result = explainer.face_saliency(faces[0], method=method, logits_fn=entry.classifier.predict_logits)
         out[method] = {"first_s": round(times[0], 4), "median_s": round(statistics.median(times[1:] or times), 4),
                        "forward_passes": result.forward_passes}
     return out

@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 from textual.widgets import DataTable, Select
 
-from fer_train.io import load_source
-from fer_train.splits import make_splits
+from fer_runtime.io import load_source
+from fer_runtime.splits import make_splits
 from fer_tui.app import make_app, split_paths
 from fer_tui.render import UPPER_HALF
 from fer_tui.state import Settings
@@ -21,7 +21,7 @@ from fer_tui.views.browse import BrowseView
 from fer_tui.views.help import HelpScreen, help_text
 from fer_tui.views.saliency import SaliencyView
 from fer_tui.views.train import TrainView
-from tui_support import (LoopWatch, headless, key_latency, screen_text, settle, template_model, wait_until,
+from tui_support import (LoopWatch, headless, key_latency, screen_text, settle, template_metadata, template_model, wait_until,
                           wrong_shape_model)
 
 SIZE = (120, 40)
@@ -309,8 +309,7 @@ async def test_bad_models_and_data_keep_the_app_alive_with_clear_messages(tmp_pa
         assert any("expected [N, 1, 48, 48]" in m for m in messages)
         names = [m.name for m in app.context.models]
         assert names == ["bare", "corrupt", "template", "wrong"]
-        assert app.context.model.name == "bare"  # the first usable one: no metadata, generic names, a warning
-        assert any("no class names in its metadata" in m for m in messages)
+        assert app.context.model.name == "template"  # the most accurate usable one; bare has no metrics to compete with
         await pilot.press("m")
         await settle(pilot)
         text = screen_text(app)
@@ -320,14 +319,44 @@ async def test_bad_models_and_data_keep_the_app_alive_with_clear_messages(tmp_pa
         assert "cannot use this file" in screen_text(app)
         await pilot.press("enter")
         await pilot.pause()
-        assert app.context.model.name == "bare"
-        await pilot.press("down", "enter", "x")  # template becomes active; compare it with the highlighted one
+        assert app.context.model.name == "template"
+        await pilot.press("down", "enter", "x")  # template stays active; compare it with the highlighted one
         await settle(pilot)
         assert app.context.model.name == "template"
         assert "template vs template on val" in screen_text(app)
         await pilot.press("up", "up", "x")  # compare with bare
         await settle(pilot)
         assert "template vs bare on val (70 faces)" in screen_text(app) and "recall Surprise" in screen_text(app)
+        await pilot.press("enter")  # bare becomes active: no metadata, generic names, a warning
+        await settle(pilot)
+        assert app.context.model.name == "bare"
+        assert any("no class names in its metadata" in n.message for n in app._notifications)
+
+
+def _model_with_accuracy(path, accuracy: float | None):
+    metadata = template_metadata(path.name.split(".")[0])
+    if accuracy is None:
+        del metadata["metrics"]
+    else:
+        metadata["metrics"]["val"]["accuracy"] = accuracy
+    return template_model(path, metadata)
+
+
+@headless
+async def test_it_opens_on_the_most_accurate_model_unless_one_is_named(tmp_path):
+    folder = tmp_path / "exported"
+    weak = _model_with_accuracy(folder / "a-weak.onnx", 0.31)  # first by name, as cnn-semi is in exported/
+    _model_with_accuracy(folder / "b-strong.onnx", 0.66)
+    _model_with_accuracy(folder / "c-unmeasured.onnx", None)
+    _model_with_accuracy(folder / "d-best.tta.onnx", 0.70)  # a variant is a model like any other
+    for models, dirs, expected in (((), [folder], "d-best.tta"),  # only folders: the highest val accuracy
+                                   ([folder], [], "d-best.tta"),  # a folder on the command line names no model
+                                   ([weak], [folder], "a-weak")):  # a model file on the command line comes first
+        app = quiet(make_app(demo=True, models=models, model_dirs=dirs))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            assert app.context.model is not None and app.context.model.name == expected, (models, dirs)
+            assert f"model {expected}" in screen_text(app)
 
 
 @headless

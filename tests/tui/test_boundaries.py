@@ -14,7 +14,7 @@ import sys
 
 from tui_support import template_model
 
-PURE = ["fer_tui.render", "fer_tui.charts", "fer_tui.saliency", "fer_tui.predictions", "fer_tui.catalog", "fer_tui.data",
+PURE = ["fer_tui.render", "fer_tui.charts", "fer_tui.tiles", "fer_tui.predictions", "fer_tui.catalog", "fer_tui.data",
         "fer_tui.training", "fer_tui.state"]
 
 
@@ -28,10 +28,10 @@ def _modules_after_import(*names: str, then: str = "") -> set[str]:
 def test_the_whole_tui_imports_and_runs_a_model_without_torch(tmp_path):
     model = template_model(tmp_path / "t.onnx")
     run = (f"from fer_tui.catalog import load_entry\nfrom fer_tui.data import demo_dataset\n"
-           f"from fer_tui.predictions import predict_split\nfrom fer_tui.saliency import SaliencyRunner\n"
+           f"from fer_tui.predictions import predict_split\nfrom fer_runtime.explain import Explainer\n"
            f"entry = load_entry({str(model)!r}); split = demo_dataset().splits['val']\n"
-           f"predict_split(entry, 'val', split); SaliencyRunner(entry.classifier).compute(split.images[0])")
-    loaded = _modules_after_import("fer_tui", "fer_tui.app", "fer_tui.filters_view", "fer_train.explain_runtime", *PURE, then=run)
+           f"predict_split(entry, 'val', split); Explainer(entry.path).face_saliency(split.images[0], logits_fn=entry.classifier.predict_logits)")
+    loaded = _modules_after_import("fer_tui", "fer_tui.app", "fer_tui.views.filters", "fer_runtime.explain", *PURE, then=run)
     assert "fer_tui.app" in loaded and "textual" in loaded and "onnxruntime" in loaded
     assert not {m for m in loaded if m == "torch" or m.startswith("torch.")}
 

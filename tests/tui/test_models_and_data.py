@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
-from fer_train.constants import CLASS_NAMES, DATA_ENV_VAR
+from fer_runtime.contract import CLASS_NAMES, DATA_ENV_VAR
 from fer_tui import data as tui_data
-from fer_tui.catalog import find_models, gradient_companion, is_companion, load_entry
+from fer_runtime.explain import gradient_path as gradient_companion
+from fer_tui.catalog import (ModelEntry, find_models, is_companion, load_entry, merge_entries, most_accurate,
+                             opening_model)
 from fer_tui.data import DEMO_HINT, demo_dataset, load_dataset, open_dataset, resolve_data_path
 from tui_support import template_gradient, template_model, wrong_output_model, wrong_shape_model
 
@@ -69,6 +73,34 @@ def test_a_model_with_metadata(tmp_path):
 
 
 # -- data ------------------------------------------------------------------------------------------
+
+
+def _entry(path, val_accuracy=None, ok=True) -> ModelEntry:
+    """An entry as load_entry makes it, without a file: a stand-in classifier holding the metadata."""
+    from types import SimpleNamespace
+
+    metrics = {"metrics": {"val": {"accuracy": val_accuracy}}} if val_accuracy is not None else {}
+    return ModelEntry(path, SimpleNamespace(metadata=metrics) if ok else None, error=None if ok else "broken")
+
+
+def test_the_most_accurate_model_by_its_recorded_val_accuracy(tmp_path):
+    semi, cnn, fast, best, broken, bare = (_entry(tmp_path / "cnn-semi.onnx", 0.314), _entry(tmp_path / "cnn.onnx", 0.661),
+                                           _entry(tmp_path / "cnn.fast.onnx", 0.661), _entry(tmp_path / "fer-best.tta.onnx", 0.690),
+                                           _entry(tmp_path / "zzz.onnx", 0.99, ok=False), _entry(tmp_path / "bare.onnx"))
+    assert most_accurate([semi, cnn, fast, best, broken, bare]) is best  # a variant competes; an unusable file does not
+    assert most_accurate([semi, fast, cnn]) is fast  # a tie keeps the list's order
+    assert most_accurate([bare, semi]) is semi and most_accurate([bare]) is bare  # no metrics: after all that have them
+    assert most_accurate([broken]) is None and most_accurate([]) is None
+    models = [semi, cnn, best]
+    assert opening_model(models, named=[semi.path]) is semi  # named on the command line: first, whatever its accuracy
+    assert opening_model(models, named=[tmp_path / "gone.onnx", cnn.path]) is cnn
+    assert opening_model(models, named=[tmp_path]) is best  # a folder names no model
+    assert opening_model([broken, semi], named=[broken.path]) is semi  # a named file that cannot be used is passed over
+
+
+def test_merging_a_reexported_model_replaces_its_entry(tmp_path):
+    a, b, a2, c = _entry(tmp_path / "a.onnx", 0.1), _entry(tmp_path / "b.onnx"), _entry(tmp_path / "a.onnx", 0.2), _entry(tmp_path / "c.onnx")
+    assert merge_entries([a, b], [a2, c]) == [a2, b, c]
 
 
 def test_data_is_found_in_order_option_env_default(tmp_path, monkeypatch):
@@ -138,3 +170,14 @@ def test_a_few_bad_rows_are_skipped_and_reported(tmp_path, demo_csv):
     dataset = load_dataset(patched)
     assert sum(len(s) for s in dataset.splits.values()) == 489
     assert dataset.notes and "skipped 1" in dataset.notes[0] and "line 6" in dataset.notes[0]
+
+
+def test_a_split_is_predicted_by_the_fastest_variant_that_passed_the_gate_unless_told():
+    from fer_tui.predictions import predict_split
+
+    exported = Path(__file__).resolve().parents[2] / "exported"
+    split = demo_dataset().splits["val"]
+    fast = predict_split(load_entry(exported / "cnn.onnx"), "val", split)
+    exact = predict_split(load_entry(exported / "cnn.onnx", variant="fp32"), "val", split)
+    assert fast.ran == "cnn.int8.onnx" and exact.ran == "cnn.onnx"
+    assert (fast.predicted == exact.predicted).mean() > 0.9  # the same model, within the gate's tolerance

@@ -1,4 +1,5 @@
-"""Predictions, their cache and Browse's filters (fer_tui.predictions); saliency (fer_tui.saliency)."""
+"""Predictions, their cache and Browse's filters (fer_tui.predictions); saliency as the Saliency view asks for it
+(``fer_runtime.explain.Explainer.face_saliency``, the one implementation)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import threading
 import numpy as np
 import pytest
 
-from fer_train.metrics import softmax
-from fer_train.runtime import ModelError, load_classifier
+from fer_runtime.classifier import load_classifier
+from fer_runtime.explain import ExplainError, Explainer, masked_image, normalise_map, occlusion, occlusion_batch
+from fer_runtime.metrics import softmax
 from fer_tui.catalog import load_entry
 from fer_tui.data import demo_dataset
 from fer_tui.predictions import Cancelled, PredictionCache, Predictions, predict_split, select
-from fer_tui.saliency import (GradientGraph, SaliencyRunner, gradient_saliency, masked_face, occlusion_batch,
-                              occlusion_saliency, salient_mask)
-from tui_support import template_gradient, template_model, template_weights
+from tui_support import template_gradient, template_model, template_weights, wrong_output_model
 
 
 @pytest.fixture(scope="module")
@@ -94,67 +94,80 @@ def test_prediction_stops_when_cancelled(template):
 
 def test_occlusion_batch_greys_one_patch_per_copy():
     face = np.arange(48 * 48, dtype=np.float32).reshape(48, 48) % 255
-    batch, origins = occlusion_batch(face, patch=8, stride=4)
-    assert batch.shape == (1 + 121, 1, 48, 48) and len(origins) == 121
-    assert np.array_equal(batch[0, 0], face)
-    y, x = origins[5]
-    changed = np.argwhere(batch[6, 0] != face)
+    batch, corners = occlusion_batch(face, patch=8, stride=4)
+    assert batch.shape == (1 + 121, 48, 48) and len(corners) == 121
+    assert np.array_equal(batch[0], face)
+    y, x = corners[5]
+    changed = np.argwhere(batch[6] != face)
     assert changed.min(axis=0).tolist() == [y, x] and changed.max(axis=0).tolist() == [y + 7, x + 7]
 
 
-def test_occlusion_finds_the_pixels_a_model_looks_at():
+def test_occlusion_finds_the_pixels_a_model_looks_at(tmp_path):
     # A "model" whose class 1 logit is the brightness of the top-left 8×8 corner.
     def predict(batch):
-        corner = batch[:, 0, :8, :8].mean(axis=(1, 2)) / 10.0
+        corner = batch[:, :8, :8].mean(axis=(1, 2)) / 10.0
         return np.stack([np.zeros(len(batch)), corner], axis=1)
 
     face = np.full((48, 48), 50, np.uint8)
     face[:8, :8] = 250
     calls = []
-    result = occlusion_saliency(lambda b: (calls.append(len(b)), predict(b))[1], face, class_index=1)
-    assert calls == [122]  # every occluded copy in one run
+    explainer = Explainer(tmp_path / "none.onnx")  # no graphs at all: occlusion needs the model's logits only
+    result = explainer.face_saliency(face, class_index=1, logits_fn=lambda b: (calls.append(len(b)), predict(b))[1])
+    assert calls == [122]  # every occluded copy and the whole face in one run
     assert result.method == "occlusion" and result.forward_passes == 122 and result.class_index == 1
-    assert result.values.max() == 1.0 and result.values[:4, :4].min() > 0.9
+    assert result.detail == "121 patches of 8×8 px, stride 4; 122 forward passes"
+    assert np.allclose(result.probs, softmax(predict(face[None].astype(np.float32)))[0])
+    assert result.values.max() == 1.0 and result.values[:4, :4].min() == 1.0
     assert result.values[24:, 24:].max() == 0.0
+    # the same numbers as the explain command's occlusion, only clipped at zero and normalised
+    raw = occlusion(predict, face, np.array([1]))[0]
+    assert np.allclose(result.values, normalise_map(np.clip(raw, 0, None)))
 
 
-def test_gradient_saliency_is_the_graphs_gradient(template):
-    graph = GradientGraph(template.gradient_path)
+def test_gradient_saliency_is_the_graphs_gradient_normalised_once(template):
     _, weights = template_weights()
     face = demo_dataset().splits["val"].images[3]
-    result = gradient_saliency(graph, face, class_index=2)
-    expected = np.abs(weights[:, 2]).reshape(48, 48)
-    expected = np.clip(expected / np.percentile(expected, 99.5), 0, 1)
-    assert result.method == "gradient" and result.forward_passes == 1
-    assert np.allclose(result.values, expected, atol=1e-5)
-    predicted = gradient_saliency(graph, face)
+    explainer = Explainer(template.path)
+    result = explainer.face_saliency(face, class_index=2, logits_fn=template.classifier.predict_logits)
+    expected = normalise_map(weights[:, 2].reshape(48, 48))  # |gradient| over its 99th percentile, clipped to 1
+    assert result.method == "gradient" and result.forward_passes == 2 and result.class_index == 2
+    assert np.allclose(result.values, expected, atol=1e-6)
+    assert result.detail.startswith("|d logit / d pixel| from t.grad.onnx")
+    predicted = explainer.face_saliency(face)
     direct = template.classifier.predict_logits(face[None])[0]
-    assert predicted.class_index == int(direct.argmax())
+    assert predicted.class_index == int(direct.argmax()) and np.allclose(predicted.probs, softmax(direct[None])[0], atol=1e-6)
+    smooth = explainer.face_saliency(face, method="smoothgrad")
+    assert smooth.method == "smoothgrad" and smooth.forward_passes == 26
+    assert np.allclose(smooth.values, predicted.values, atol=1e-5)  # a linear model's gradient is the same everywhere
 
 
-def test_runner_prefers_the_gradient_graph_and_falls_back_to_occlusion(template, tmp_path):
+def test_auto_prefers_the_gradient_graph_and_falls_back_to_occlusion(template, tmp_path):
     face = demo_dataset().splits["val"].images[0]
-    runner = SaliencyRunner(template.classifier)
-    assert runner.compute(face).method == "gradient"
-    assert runner.compute(face, method="occlusion").method == "occlusion"
-    bare = load_entry(template_model(tmp_path / "bare.onnx"))
-    runner = SaliencyRunner(bare.classifier)
-    assert runner.compute(face).method == "occlusion"
-    with pytest.raises(ModelError, match="no gradient graph bare.grad.onnx"):
-        runner.compute(face, method="gradient")
+    explainer = Explainer(template.path)
+    assert explainer.face_saliency(face).method == "gradient"
+    assert explainer.face_saliency(face, method="occlusion").method == "occlusion"
+    bare = Explainer(template_model(tmp_path / "bare.onnx"))
+    assert bare.face_saliency(face).method == "occlusion"
+    with pytest.raises(ExplainError, match="no gradient graph bare.grad.onnx beside bare.onnx"):
+        bare.face_saliency(face, method="gradient")
     (tmp_path / "broken.grad.onnx").write_text("not onnx")
-    broken = SaliencyRunner(load_entry(template_model(tmp_path / "broken.onnx")).classifier)
-    assert broken.compute(face).method == "occlusion" and "broken.grad.onnx" in broken.gradient_error
+    broken = Explainer(template_model(tmp_path / "broken.onnx"))
+    assert broken.face_saliency(face).method == "occlusion"
+    assert "broken.grad.onnx: not a loadable ONNX graph" in broken.gradient_problem
+    wrong_output_model(tmp_path / "odd.grad.onnx")  # loads, but has no class_index input nor gradient output
+    odd = Explainer(template_model(tmp_path / "odd.onnx"))
+    assert odd.face_saliency(face).method == "occlusion" and "expected inputs ['class_index', 'image']" in odd.gradient_problem
+    with pytest.raises(ValueError, match="method must be one of auto, gradient, occlusion, smoothgrad"):
+        explainer.face_saliency(face, method="lime")
 
 
 def test_mask_keeps_the_most_salient_share():
     values = np.zeros((48, 48), np.float32)
     values[10:20, 10:30] = 1.0  # 200 pixels
-    mask = salient_mask(values, keep=0.25)
-    assert abs(mask.mean() - 0.25) < 0.02 and mask[15, 20]
-    assert not mask[40, 40]
     face = np.full((48, 48), 200, np.uint8)
-    masked = masked_face(face, mask)
-    assert (masked[mask] == 200).all() and (masked[~mask] == 0).all()
+    masked = masked_image(face, values, hide=0.75)  # the Saliency view's "most salient 25%"
+    kept = masked > 0
+    assert kept.sum() == 48 * 48 // 4 and kept[15, 20] and not kept[40, 40]
+    assert (masked[kept] == 200).all()
     with pytest.raises(ValueError):
-        salient_mask(values, keep=0)
+        masked_image(face, values, hide=1.5)

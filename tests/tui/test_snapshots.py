@@ -49,6 +49,12 @@ def test_saliency(snap_compare, app_in_folder):
     assert snap_compare(app_in_folder, terminal_size=SIZE, run_before=_after("down", "s"))
 
 
+def test_filters(snap_compare, app_in_folder):
+    """The frame of the Filters view (title, grid, status); the template has no conv layers, so no tiles. The grid
+    itself at 120×40 is checked by tests/tui/test_filters_view.py with a real CNN."""
+    assert snap_compare(app_in_folder, terminal_size=SIZE, run_before=_after("f"))
+
+
 def test_confusion(snap_compare, app_in_folder):
     assert snap_compare(app_in_folder, terminal_size=SIZE, run_before=_after("c", "down", "right"))
 

@@ -15,8 +15,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from fer_train.constants import CLASS_NAMES, NUM_PIXELS
-from fer_train.synthetic import make_faces
+from fer_runtime.contract import CLASS_NAMES, NUM_PIXELS
+from fer_runtime.synthetic import make_faces
 
 OPSET = [helper.make_opsetid("", 17)]
 

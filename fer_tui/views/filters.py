@@ -1,12 +1,17 @@
-"""The Filters view: saliency, layer outputs and filter visualisation of the selected face and model.
+"""The Filters view: what a CNN's conv filters respond to, and what one layer makes of the selected face.
 
-Everything comes from the model's companion graphs (``<model>.grad.onnx``, ``<model>.layers.onnx``,
-``<model>.filters.<layer>.onnx``; contract in :mod:`fer_train.explain_runtime`), run with onnxruntime in
-thread workers. The gradient ascent runs here too, one batch of noise images per layer (one per filter),
-with a progress bar; Escape stops it.
+One grid fills the view: the chosen layer's filters visualised by gradient ascent (``a`` runs it in a
+worker, one noise image per filter, with a progress bar; Escape stops it), or with ``o`` the layer's
+outputs for the selected face. The grid never scrolls: tiles shrink (down to 8 px) until the whole layer
+fits, and a layer that does not fit even then is shown a page at a time (← →). At 120×40 the grid holds
+116×62 pixels: the shipped models' 32-filter layers show whole in 13-px tiles, their 64-filter layers in
+9-px tiles, and their 128- and 256-filter layers in 2 and 3 pages of up to 91 8-px tiles. A filter's tile
+is the centre of its pattern at full resolution (:mod:`fer_tui.tiles` says why). Saliency is the
+Saliency view's.
 
-:class:`FiltersView` is a self-contained widget (``set_model(path)``, ``set_face(image)``);
-:class:`FiltersTab` wraps it as a tab of the app (add it to ``fer_tui.app.VIEWS``). No torch.
+Everything comes from the model's companion graphs (``<model>.layers.onnx``, ``<model>.filters.<layer>.onnx``;
+contract in :mod:`fer_runtime.explain`), run with onnxruntime. :class:`FiltersView` is a self-contained
+widget (``set_model(path)``, ``set_face(image)``); :class:`FiltersTab` is its tab in the app. No torch.
 """
 
 from __future__ import annotations
@@ -20,49 +25,19 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 from textual.worker import get_current_worker
 
-from fer_train.explain_runtime import AscentConfig, AscentResult, ExplainError, Explainer, deprocess_filter, masked_image, normalise_map
+from fer_runtime.explain import AscentConfig, AscentResult, ExplainError, Explainer
 
-from .render import fit, gray_to_rgb, heat_to_rgb, image_text, overlay
-from .views.base import View
+from ..tiles import TILE_SIZES, feature_tiles, filter_tiles
+from .base import View
+from .mosaic import Mosaic
 
 STEP_CHOICES = (40, 80, 20)  # the study's 40 and 80 first
-TILE_SIZES = (8, 12, 16, 24, 32, 48)
-BACKGROUND = np.array([24, 24, 24], np.uint8)
-
-
-# -- pure helpers (no widget state) -----------------------------------------------------------------
-
-def mosaic(tiles: np.ndarray, tile: int, width: int, gap: int = 1) -> np.ndarray:
-    """RGB tiles (n, h, w, 3) resized to ``tile`` px and laid out in as many columns as fit ``width`` px."""
-    n = len(tiles)
-    cols = max(1, min(n, (width + gap) // (tile + gap)))
-    rows = -(-n // cols)
-    canvas = np.empty((rows * (tile + gap) - gap, cols * (tile + gap) - gap, 3), np.uint8)
-    canvas[:] = BACKGROUND
-    for k in range(n):
-        y, x = divmod(k, cols)
-        canvas[y * (tile + gap):y * (tile + gap) + tile, x * (tile + gap):x * (tile + gap) + tile] = fit(tiles[k], tile)
-    return canvas
-
-
-def feature_tiles(maps: np.ndarray) -> np.ndarray:
-    """Feature maps (C, H, W) as heat-coloured tiles (C, H, W, 3), each on its own scale."""
-    m = np.asarray(maps, np.float32)
-    lo = m.min(axis=(1, 2), keepdims=True)
-    span = np.maximum(m.max(axis=(1, 2), keepdims=True) - lo, 1e-12)
-    return heat_to_rgb((m - lo) / span)
-
-
-def filter_tiles(result: AscentResult, contrast: float = 0.25) -> np.ndarray:
-    """Ascent images as gray tiles (n, 48, 48, 3), with more contrast than on paper: terminal cells are coarse."""
-    return np.stack([gray_to_rgb(deprocess_filter(img, contrast)) for img in result.images])
 
 
 # -- messages from the workers ----------------------------------------------------------------------
@@ -70,10 +45,8 @@ def filter_tiles(result: AscentResult, contrast: float = 0.25) -> np.ndarray:
 @dataclass
 class FaceExplained(Message):
     token: tuple
-    layers: list[str]  # the model's conv layers, from its companions' metadata
-    class_names: list[str]
-    saliency: object | None  # SaliencyResult, None without a face or a gradient graph
-    outputs: dict | None  # layer name → (C, H, W)
+    layers: list[dict]  # the model's conv layers (name, channels, height, width), from its companions' metadata
+    outputs: dict | None  # layer name → (C, H, W); None without a face or a layers graph
     error: str | None = None
 
 
@@ -94,80 +67,24 @@ class AscentDone(Message):
     error: str | None = None
 
 
-# -- a picture of tiles that fits its width -----------------------------------------------------------
-
-class Mosaic(Widget):
-    """Tiles (n, h, w, 3) drawn as half blocks, as many per row as the width allows; height follows."""
-
-    plain: reactive[bool] = reactive(False)
-
-    def __init__(self, caption: str = "", tile: int = 16, *, id: str | None = None):
-        super().__init__(id=id)
-        self.border_title = caption
-        self.tiles: np.ndarray | None = None
-        self.tile = tile
-        self.message = ""
-        self._cache: tuple | None = None
-        self._canvas_cache: tuple | None = None
-
-    def show(self, tiles: np.ndarray | None, message: str = "", caption: str | None = None) -> None:
-        self.tiles, self.message, self._cache, self._canvas_cache = tiles, message, None, None
-        if caption is not None:
-            self.border_title = caption
-        self.refresh(layout=True)
-
-    def set_tile(self, tile: int) -> None:
-        self.tile, self._cache = tile, None
-        self.refresh(layout=True)
-
-    def _canvas(self, width: int) -> np.ndarray:
-        key = (id(self.tiles), self.tile, width)
-        if self._canvas_cache is None or self._canvas_cache[0] != key:  # layout asks for the height often
-            self._canvas_cache = (key, mosaic(self.tiles, self.tile, max(width, self.tile)))
-        return self._canvas_cache[1]
-
-    def get_content_height(self, container, viewport, width: int) -> int:
-        if self.tiles is None or len(self.tiles) == 0:
-            return 1
-        return (self._canvas(width).shape[0] + 1) // 2
-
-    def render(self) -> Text:
-        if self.tiles is None or len(self.tiles) == 0:
-            return Text(self.message, style="dim")
-        key = (id(self.tiles), self.tile, self.content_size.width, self.plain)
-        if self._cache is None or self._cache[0] != key:
-            self._cache = (key, image_text(self._canvas(self.content_size.width), plain=self.plain))
-        return self._cache[1]
-
-    def watch_plain(self) -> None:
-        self._cache = None
-        self.refresh()
-
-
 # -- the view -------------------------------------------------------------------------------------------
 
 class FiltersView(Widget, can_focus=True):
-    """Saliency (gradient graph), one conv layer's outputs and its filters by gradient ascent.
+    """One conv layer's filters by gradient ascent, or its outputs for the face, in a grid that fits the view.
 
     ``set_model(path)`` with the model's ``.onnx`` (None: no model), ``set_face(image)`` with a uint8
-    (48, 48) face (None: no face). Keys: ``,`` ``.`` layer, ``a`` run the ascent (Escape stops it),
-    ``e`` steps 40/80/20, ``+`` ``-`` tile size.
-    """
-
-    DEFAULT_CSS = """
-    FiltersView { height: 1fr; }
-    FiltersView #filters-title { height: 1; }
-    FiltersView #filters-status { height: 1; color: $text-muted; }
-    FiltersView ProgressBar { height: 1; }
-    FiltersView Mosaic { border: round $primary 60%; border-title-color: $text-muted; height: auto; }
-    FiltersView #filters-saliency { width: 152; max-width: 100%; }
+    (48, 48) face (None: no face). Keys: ``,`` ``.`` layer, ``←`` ``→`` page, ``a`` run the ascent
+    (Escape stops it), ``o`` filters or outputs, ``e`` steps 40/80/20, ``+`` ``-`` tile size.
     """
 
     BINDINGS = [
         Binding("comma", "layer(-1)", "Layer", show=False),
         Binding("full_stop", "layer(1)", "Layer"),
+        Binding("left,pageup", "page(-1)", "Page", show=False),
+        Binding("right,pagedown", "page(1)", "Page"),
         Binding("a", "ascend", "Ascent"),
         Binding("escape", "stop", "Stop", show=False),
+        Binding("o", "toggle_outputs", "Outputs"),
         Binding("e", "cycle_steps", "Steps"),
         Binding("plus,equals_sign", "tile(1)", "Bigger", show=False),
         Binding("minus", "tile(-1)", "Smaller", show=False),
@@ -181,25 +98,21 @@ class FiltersView(Widget, can_focus=True):
         self.ascent = ascent or AscentConfig()
         self.steps = self.ascent.steps
         self.layer_name = layer
+        self.show_outputs = False  # the grid shows the filters (False) or the layer's outputs for the face (True)
         self.explainer: Explainer | None = None
         self.model_path: Path | None = None
         self.face: np.ndarray | None = None
-        self.saliency = None
         self.outputs: dict | None = None
         self.filters: dict[tuple, AscentResult] = {}  # (model, layer, steps) → result
         self.running: tuple | None = None
         self.error: str | None = None
-        self._layer_names: list[str] | None = None  # None until a worker has read them
-        self._class_names: list[str] = []
+        self._layers: list[dict] | None = None  # None until a worker has read them
         self._face_token: tuple | None = None
         self._face_serial = 0
 
     def compose(self) -> ComposeResult:
         yield Static(id="filters-title")
-        with VerticalScroll():
-            yield Mosaic("face · saliency of the predicted class · 50% most salient", tile=48, id="filters-saliency")
-            yield Mosaic("layer outputs", tile=16, id="filters-outputs")
-            yield Mosaic("filters", tile=24, id="filters-grid")
+        yield Mosaic("filters", id="filters-grid")
         yield ProgressBar(total=1, show_eta=False, id="filters-progress")
         yield Static(id="filters-status")
 
@@ -208,8 +121,12 @@ class FiltersView(Widget, can_focus=True):
         self._redraw()
 
     def watch_plain(self, plain: bool) -> None:
-        for m in self.query(Mosaic):
-            m.plain = plain
+        for grid in self.query(Mosaic):
+            grid.plain = plain
+
+    @property
+    def grid(self) -> Mosaic:
+        return self.query_one("#filters-grid", Mosaic)
 
     # -- inputs ------------------------------------------------------------------------------------
 
@@ -221,8 +138,8 @@ class FiltersView(Widget, can_focus=True):
         self.running = None
         self.model_path = path
         self.explainer = Explainer(path, threads=self.threads) if path is not None else None
-        self.saliency = self.outputs = None
-        self._layer_names = None
+        self.outputs = None
+        self._layers = None
         self._explain_face()
 
     def set_face(self, image: np.ndarray | None) -> None:
@@ -230,7 +147,7 @@ class FiltersView(Widget, can_focus=True):
         if face is None and self.face is None or face is not None and self.face is not None and np.array_equal(face, self.face):
             return
         self.face = face
-        self.saliency = self.outputs = None
+        self.outputs = None
         self._explain_face()
 
     # -- workers -----------------------------------------------------------------------------------
@@ -240,30 +157,25 @@ class FiltersView(Widget, can_focus=True):
         self._face_token = (self.model_path, self._face_serial)
         self._redraw()
         if self.explainer is not None and self.is_mounted:
-            if self.face is not None:
-                self._status("computing saliency and layer outputs…")
             self.explain_face(self._face_token, self.explainer, self.face)
 
     @work(thread=True, exclusive=True, group="filters-face")
     def explain_face(self, token: tuple, explainer: Explainer, face: np.ndarray | None) -> None:
         worker = get_current_worker()
         try:
-            layers = [layer["name"] for layer in explainer.layers]  # opens a session: not on the UI thread
-            class_names = explainer.class_names
-            saliency = explainer.saliency(face) if face is not None and explainer.has_gradient else None
+            layers = explainer.layers  # opens a session: not on the UI thread
             outputs = explainer.layer_outputs(face) if face is not None and explainer.has_layers else None
         except (ExplainError, ValueError, RuntimeError) as exc:  # onnxruntime raises RuntimeError subclasses
-            self.post_message(FaceExplained(token, [], [], None, None, str(exc)))
+            self.post_message(FaceExplained(token, [], None, str(exc)))
             return
         if not worker.is_cancelled:
-            self.post_message(FaceExplained(token, layers, class_names, saliency, outputs))
+            self.post_message(FaceExplained(token, layers, outputs))
 
     def on_face_explained(self, message: FaceExplained) -> None:
         message.stop()
         if message.token != self._face_token:
             return
-        self.saliency, self.outputs, self.error = message.saliency, message.outputs, message.error
-        self._layer_names, self._class_names = message.layers, message.class_names
+        self.outputs, self.error, self._layers = message.outputs, message.error, message.layers
         self._redraw()
 
     def action_ascend(self) -> None:
@@ -274,6 +186,8 @@ class FiltersView(Widget, can_focus=True):
             return
         token = (self.model_path, self.layer_name, self.steps)
         self.running = token
+        self.show_outputs = False
+        self._redraw()
         bar = self.query_one(ProgressBar)
         bar.update(total=self.steps, progress=0)
         bar.display = True
@@ -320,9 +234,11 @@ class FiltersView(Widget, can_focus=True):
     @property
     def layer_names(self) -> list[str]:
         """The model's conv layers, once a worker has read them."""
-        return self._layer_names or []
+        return [layer["name"] for layer in self._layers or []]
 
     def select_layer(self, name: str) -> None:
+        if name != self.layer_name and self.is_mounted:
+            self.grid.page = 0  # another layer starts at its first page
         self.layer_name = name
         self._redraw()
 
@@ -332,16 +248,23 @@ class FiltersView(Widget, can_focus=True):
             position = names.index(self.layer_name) if self.layer_name in names else 0
             self.select_layer(names[(position + delta) % len(names)])
 
+    def action_page(self, delta: int) -> None:
+        self.grid.turn(delta)
+
+    def action_toggle_outputs(self) -> None:
+        self.show_outputs = not self.show_outputs
+        self._redraw()
+
     def action_cycle_steps(self) -> None:
         choices = list(STEP_CHOICES) if self.steps in STEP_CHOICES else [self.steps, *STEP_CHOICES]
         self.steps = choices[(choices.index(self.steps) + 1) % len(choices)]
         self._redraw()
 
     def action_tile(self, delta: int) -> None:
-        for mosaic_id in ("#filters-outputs", "#filters-grid"):
-            m = self.query_one(mosaic_id, Mosaic)
-            position = min(range(len(TILE_SIZES)), key=lambda i: abs(TILE_SIZES[i] - m.tile))
-            m.set_tile(TILE_SIZES[min(max(position + delta, 0), len(TILE_SIZES) - 1)])
+        grid = self.grid
+        current = grid.arrangement.tile if grid.arrangement is not None else grid.tile or TILE_SIZES[0]
+        position = min(range(len(TILE_SIZES)), key=lambda i: abs(TILE_SIZES[i] - current))
+        grid.set_tile(TILE_SIZES[min(max(position + delta, 0), len(TILE_SIZES) - 1)])
 
     # -- drawing -----------------------------------------------------------------------------------
 
@@ -352,58 +275,59 @@ class FiltersView(Widget, can_focus=True):
     def _redraw(self, keep_status: bool = False) -> None:
         if not self.is_mounted:
             return
-        sal, outs, grid = (self.query_one(f"#filters-{n}", Mosaic) for n in ("saliency", "outputs", "grid"))
+        grid = self.grid
         title = Text(no_wrap=True, overflow="ellipsis")
         if self.explainer is None:
             title.append("no model", "bold")
-            for m in (sal, outs, grid):
-                m.show(None, "choose a model (m: Models)")
+            grid.show(None, "choose a model (m: Models)", caption="filters")
             self.query_one("#filters-title", Static).update(title)
+            self._status("")
             return
         names = self.layer_names
         if names and self.layer_name not in names:
             self.layer_name = names[1] if len(names) > 1 else names[0]
-        title.append(f"{self.model_path.name}", "bold")
-        title.append(f"  layer {self.layer_name} of {', '.join(names) or 'none'}  ·  ascent {self.steps} steps")
+        info = next((layer for layer in self._layers or [] if layer["name"] == self.layer_name), None)
+        title.append(self.model_path.name, "bold")
+        if names:
+            title.append(f"  layer {self.layer_name} ({names.index(self.layer_name) + 1}/{len(names)})", "bold")
+            if info is not None:
+                title.append(f": {info['channels']} filters, outputs {info['height']}×{info['width']}")
+        title.append(f"  ·  ascent {self.steps} steps  ·  showing ")
+        title.append("outputs for the face" if self.show_outputs else "filters", "bold")
         self.query_one("#filters-title", Static).update(title)
 
         status = ""
-        if not self.explainer.has_gradient:
+        if self.error:
+            status = self.error
+        elif self._layers == [] and not self.explainer.has_layers and not self.explainer.has_gradient:
             status = f"no explanation graphs beside {self.model_path.name}: export it with fer-train export RUN --name NAME"
-        elif self._layer_names == []:
-            status = f"{self.model_path.name} has no conv layers: saliency only"
-        if self.face is None:
-            sal.show(None, "no face selected")
-        elif self.saliency is not None:
-            face = self.face
-            values = normalise_map(self.saliency.map[0], 99.5)
-            tiles = np.stack([gray_to_rgb(face), overlay(face, values), gray_to_rgb(masked_image(face, self.saliency.map[0], hide=0.5))])
-            cls = int(self.saliency.class_index[0])
-            logits = self.saliency.logits[0]
-            prob = float(np.exp(logits[cls] - logits.max()) / np.exp(logits - logits.max()).sum())
-            name = self._class_names[cls] if cls < len(self._class_names) else f"class {cls}"
-            sal.show(tiles, caption=f"face · saliency of the predicted class, {name} ({prob:.0%}) · 50% most salient")
-        else:
-            sal.show(None, self.error or ("computing…" if self.explainer.has_gradient else "no gradient graph"))
+        elif self._layers == []:
+            status = f"{self.model_path.name} has no conv layers: no filters to show (its saliency is in the Saliency view)"
 
-        if self.outputs is not None and self.layer_name in self.outputs:
-            maps = self.outputs[self.layer_name]
-            outs.show(feature_tiles(maps), caption=f"outputs of {self.layer_name}: {maps.shape[0]} maps {maps.shape[1]}×{maps.shape[2]}")
+        if self.show_outputs:
+            caption = f"outputs of {self.layer_name} for the selected face (each map on its own colour scale)"
+            if self.outputs is not None and self.layer_name in self.outputs:
+                grid.show(feature_tiles(self.outputs[self.layer_name]), caption=caption)
+            else:
+                why = ("no layer outputs" if self._layers == [] or not self.explainer.has_layers else
+                       "no face selected" if self.face is None else "computing…")
+                grid.show(None, why, caption=caption)
         else:
-            outs.show(None, "no layer outputs" if not names else "no face selected" if self.face is None else "computing…",
-                      caption="layer outputs")
-
-        result = self.filters.get((self.model_path, self.layer_name, self.steps))
-        if result is not None:
-            grid.show(filter_tiles(result), caption=f"filters of {self.layer_name} after {result.steps} steps (gradient ascent from noise)")
-            best = int(np.argmax(result.activation))
-            status = status or (f"{len(result.activation)} filters in {result.seconds:.1f} s; mean activation reached: median "
-                                f"{np.median(result.activation):.3g}, best #{best} {result.activation[best]:.3g}")
-        else:
-            grid.show(None, f"press a to visualise the filters of {self.layer_name} ({self.steps} steps)" if names else "no filters",
-                      caption="filters")
+            result = self.filters.get((self.model_path, self.layer_name, self.steps))
+            if result is not None:
+                grid.show(filter_tiles(result), crop=True,
+                          caption=f"filters of {self.layer_name}: the centre of each pattern after {result.steps} steps of gradient ascent")
+                best = int(np.argmax(result.activation))
+                status = status or (f"{len(result.activation)} filters in {result.seconds:.1f} s; mean activation reached: median "
+                                    f"{np.median(result.activation):.3g}, best #{best} {result.activation[best]:.3g}")
+            elif names:
+                channels = f"the {info['channels']} filters" if info is not None else "the filters"
+                grid.show(None, f"press a to visualise {channels} of {self.layer_name} ({self.steps} steps of gradient ascent); "
+                                f"o shows the layer's outputs for the face", caption=f"filters of {self.layer_name}")
+            else:
+                grid.show(None, "no filters" if self._layers == [] else "reading the model's layers…", caption="filters")
         if not keep_status and self.running is None:
-            self._status(status, error=status.startswith("no explanation"))
+            self._status(status, error=status.startswith("no explanation") or status == self.error)
 
 
 class FiltersTab(View):
@@ -415,9 +339,11 @@ class FiltersTab(View):
     view_id = "filters"
     title = "Filters"
     key = "f"
-    summary = "what the conv filters respond to (gradient ascent), the layer outputs and the saliency of the face"
-    keys_help = ((", .", "previous / next conv layer"), ("a", "visualise the layer's filters by gradient ascent (Escape stops)"),
-                 ("e", "ascent steps: 40, 80, 20"), ("+ -", "bigger / smaller tiles"))
+    summary = "what the conv filters respond to (gradient ascent), and the layer's outputs for the face"
+    keys_help = ((", .", "previous / next conv layer"), ("← →", "previous / next page of a layer too big for one"),
+                 ("a", "visualise the layer's filters by gradient ascent (Escape stops)"),
+                 ("o", "show the filters or the layer's outputs for the selected face"),
+                 ("e", "ascent steps: 40, 80, 20"), ("+ -", "bigger / smaller tiles (more pages / fewer)"))
 
     def compose(self) -> ComposeResult:
         yield FiltersView(id="filters-widget")

@@ -7,24 +7,21 @@ class names and metrics in the model's metadata.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .constants import CLASS_NAMES, IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
-
-# Metadata keys written by fer_train.export; values are JSON text.
-META_CLASS_NAMES = "class_names"
-META_ARCHITECTURE = "architecture"
-META_PARAMETERS = "parameter_count"
-META_METRICS = "metrics"
-META_CONFIG = "train_config"
-META_VERSION = "fer_version"
-META_INPUT = "input"
-META_EXTRA = "training"
+from .contract import (
+    CLASS_NAMES,
+    IMAGE_SIZE,
+    META_ARCHITECTURE,
+    META_CLASS_NAMES,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+)
+from .metadata import decode_metadata
 
 
 class ModelError(ValueError):
@@ -38,6 +35,7 @@ class OnnxClassifier:
     metadata: dict = field(default_factory=dict)
     class_names: list[str] = field(default_factory=lambda: list(CLASS_NAMES))
     warnings: list[str] = field(default_factory=list)
+    requested: Path | None = None  # the file asked for, when load_classifier(variant=...) opened another (path)
 
     @property
     def name(self) -> str:
@@ -66,13 +64,6 @@ class OnnxClassifier:
         return out
 
 
-def _decode(value: str):
-    try:
-        return json.loads(value)
-    except (json.JSONDecodeError, TypeError):
-        return value
-
-
 def make_session(path: str | Path, threads: int | None = None):
     import onnxruntime as ort
 
@@ -85,15 +76,43 @@ def make_session(path: str | Path, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def load_classifier(path: str | Path, threads: int | None = None) -> OnnxClassifier:
-    """Open an exported model and check it against the contract; :class:`ModelError` says what is wrong."""
-    path = Path(path)
+def load_classifier(path: str | Path, threads: int | None = None, variant: str | None = None) -> OnnxClassifier:
+    """Open an exported model and check it against the contract; :class:`ModelError` says what is wrong.
+
+    ``variant=None`` (the default) opens exactly ``path``. ``variant="auto"`` opens the fastest speed variant
+    of the model that passed the accuracy gate (``<stem>.int8.onnx``, else ``<stem>.fast.onnx``, else
+    ``path``; :func:`fer_runtime.variants.fastest_variant`); ``"fp32"``, ``"int8"`` or ``"fast"`` that one.
+    The classifier's ``path`` is then the file opened and ``requested`` the one asked for.
+    """
+    path = requested = Path(path)
+    if variant is not None:
+        from .variants import fastest_variant
+
+        try:
+            path = fastest_variant(requested, variant)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ModelError(str(exc)) from exc
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
         session = make_session(path, threads)
     except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelError(f"{path}: not a loadable ONNX model ({str(exc).splitlines()[0][:200]})") from exc
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "external" in detail.lower():  # its tensors live in a weights file beside it (<stem>.weights), which failed
+            import re
+
+            from .contract import MODEL_SUFFIX, WEIGHTS_SUFFIX
+
+            named = re.search(r'External data path does not exist: "([^"]+)"', detail)
+            found = [named.group(1)] if named else {m.decode() for m in re.findall(rb"[\w.+-]+" + re.escape(WEIGHTS_SUFFIX.encode()), path.read_bytes())}
+            weights = sorted(str(path.parent / Path(w).name) for w in found)
+            missing = [w for w in weights if not Path(w).is_file()]
+            if missing:
+                raise ModelError(f"{path}: its weights file {', '.join(missing)} is missing (a model is its {MODEL_SUFFIX} file and "
+                                 f"the {WEIGHTS_SUFFIX} file beside it: copy both)") from exc
+            raise ModelError(f"{path}: its weights file {', '.join(weights) or '(unnamed)'} does not hold the tensors the graph "
+                             f"expects (truncated, or from another export?): {detail[-200:]}") from exc
+        raise ModelError(f"{path}: not a loadable ONNX model ({detail[:200]})") from exc
     inputs, outputs = session.get_inputs(), session.get_outputs()
     names_in = [i.name for i in inputs]
     names_out = [o.name for o in outputs]
@@ -107,7 +126,7 @@ def load_classifier(path: str | Path, threads: int | None = None) -> OnnxClassif
         raise ModelError(f"{path}: output {ONNX_OUTPUT!r} has shape {shape_out}; expected [N, {len(CLASS_NAMES)}] "
                          f"({', '.join(CLASS_NAMES)})")
 
-    meta = {k: _decode(v) for k, v in session.get_modelmeta().custom_metadata_map.items()}
+    meta = decode_metadata(session)
     warnings = []
     names = meta.get(META_CLASS_NAMES)
     if not (isinstance(names, list) and len(names) == shape_out[1]):
@@ -116,4 +135,4 @@ def load_classifier(path: str | Path, threads: int | None = None) -> OnnxClassif
         else:
             warnings.append(f"{path.name}: class names in the metadata do not match its {shape_out[1]} outputs; using the FER2013 names")
         names = list(CLASS_NAMES)
-    return OnnxClassifier(path, session, meta, [str(n) for n in names], warnings)
+    return OnnxClassifier(path, session, meta, [str(n) for n in names], warnings, requested)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import CLASS_NAMES, DATA_ENV_VAR, DEFAULT_DATA_RELATIVE, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS
+from .contract import CLASS_NAMES, DATA_ENV_VAR, DEFAULT_DATA_RELATIVE, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS
 
 KAGGLE_USAGES = ("Training", "PublicTest", "PrivateTest")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -296,7 +296,7 @@ def _parse_csv(path: Path, *, skip_bad: bool) -> Source:
 # folders of images
 
 
-def _class_index(name: str) -> int | None:
+def class_index_of(name: str) -> int | None:
     lowered = name.strip().lower()
     for i, class_name in enumerate(CLASS_NAMES):
         if lowered == class_name.lower() or lowered == str(i):
@@ -331,7 +331,7 @@ def read_image_folder(root: str | Path, *, skip_bad: bool = False) -> Source:
     """Read ``root/<split>/<class>/*``, ``root/<class>/*`` or a flat ``root/*`` of unlabelled images."""
     root = Path(root)
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if subdirs and all(_class_index(d.name) is not None for d in subdirs):
+    if subdirs and all(class_index_of(d.name) is not None for d in subdirs):
         layout = {root.name or "images": root}  # root/<class>/*
     elif subdirs:
         layout = {d.name: d for d in subdirs}  # root/<split>/<class>/*
@@ -342,7 +342,7 @@ def read_image_folder(root: str | Path, *, skip_bad: bool = False) -> Source:
     for split_name, split_dir in layout.items():
         entries: list[tuple[Path, int]] = []
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            label = _class_index(class_dir.name)
+            label = class_index_of(class_dir.name)
             if label is None:
                 raise DataError(class_dir, f"folder name {class_dir.name!r} is not a class; expected one of {', '.join(CLASS_NAMES)} (or 0–6)")
             entries += [(p, label) for p in _images_in(class_dir)]

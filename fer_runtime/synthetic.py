@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .constants import IMAGE_SIZE, NUM_CLASSES
+from .contract import IMAGE_SIZE, NUM_CLASSES
 
 _Y, _X = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32)
 

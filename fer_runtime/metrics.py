@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .constants import CLASS_NAMES
+from .contract import CLASS_NAMES
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -108,6 +108,8 @@ def most_confused(confusion: np.ndarray, class_names=CLASS_NAMES, top: int = 5) 
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities (N, K) from logits (N, K), row by row; the project's one softmax (pass float64 for precision)."""
+    logits = np.asarray(logits)
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,21 @@
+"""Run and explain exported fer models with numpy, onnxruntime, Pillow and OpenCV: no torch, no terminal UI.
+
+- :mod:`fer_runtime.contract` — every name that crosses between packages: input/output names, metadata keys,
+  companion files, progress events, FER2013's classes;
+- :mod:`fer_runtime.classifier` — open an exported model (:func:`~fer_runtime.classifier.load_classifier`) and
+  predict logits;
+- :mod:`fer_runtime.catalog` — the models in ``exported/`` and the most accurate of them;
+  :mod:`fer_runtime.variants` — the fastest variant of a model that passed the accuracy gate;
+- :mod:`fer_runtime.faces` — faces in photographs: detect (OpenCV's Haar cascade), crop as FER2013, classify;
+  :mod:`fer_runtime.media` (images and videos, with errors that name the file and frame),
+  :mod:`fer_runtime.annotate`, :mod:`fer_runtime.timeline`, :mod:`fer_runtime.records`,
+  :mod:`fer_runtime.predict_cli` (``fer-predict``), :mod:`fer_runtime.composites` (faces pasted at known boxes, to
+  measure detection);
+- :mod:`fer_runtime.explain` — saliency, occlusion, masking, layer outputs and gradient ascent on filters,
+  from a model's companion graphs;
+- :mod:`fer_runtime.io`, :mod:`fer_runtime.splits` — FER2013 CSV files and image folders, the study's splits;
+- :mod:`fer_runtime.metrics` — accuracy, per-class recall, confusion matrices, softmax;
+- :mod:`fer_runtime.synthetic` — the built-in demo faces.
+
+``fer_train`` (torch) and ``fer_tui`` (textual) build on this package; it imports neither.
+"""

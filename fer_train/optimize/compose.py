@@ -1,0 +1,130 @@
+"""Composed graphs: test-time flip averaging (``tta``) and ensembles of several exported models (``ensemble``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fer_runtime.contract import CLASS_NAMES, META_CONFIG, META_METRICS, META_OPTIMIZATION, ONNX_INPUT, ONNX_OUTPUT
+from fer_runtime.metrics import without_predictions
+
+from ..config import SPLIT_KEYS
+from .graph import OptimizeError, _copy, model_sha256
+
+
+def flip_average(model):
+    """Test-time flip augmentation inside the graph: every face and its mirror image go through the model as one
+    batch of 2N, and the output is the mean of the two log-softmax vectors (log of the geometric mean of the two
+    probability vectors, so still valid logits: their softmax is a probability vector). Costs 2× the compute.
+    The one-model case of :func:`ensemble_average`. Returns ``(model, steps)``."""
+    flipped, _ = ensemble_average([model], flip=True)
+    return flipped, {"flip_average": "mean log-softmax of the face and its mirror image"}
+
+
+def ensemble_average(models: list, flip: bool = True, weights: list[int] | None = None):
+    """One graph that runs every model (and, with ``flip``, on the face and its mirror image too) and outputs
+    the mean of their log-softmax vectors, as :func:`flip_average` does for one model. Each member's tensors
+    are renamed ``m<k>_…``; the first model's graph input, output and opset are kept. A member of weight ``w``
+    (an ensemble of ``w`` models itself) counts ``w`` times, so nesting gives the flat ensemble's predictions.
+    Returns ``(model, steps)``."""
+    import onnx
+    from onnx import compose, helper, numpy_helper
+
+    base = models[0]
+    opsets = {next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), None) for m in models}
+    if len(opsets) != 1:
+        raise OptimizeError(f"the members use different ONNX opsets {sorted(opsets)}; export them with the same fer-train")
+    opset = opsets.pop()
+    classes = base.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or len(CLASS_NAMES)
+    views = 2 if flip else 1
+    constants = {**({"ens_starts": [-1], "ens_ends": [np.iinfo(np.int64).min], "ens_axes": [3], "ens_steps": [-1]} if flip else {}),
+                 "ens_shape": [views, -1, classes], **({"ens_mean_axes": [0]} if opset >= 18 else {})}  # only what the graph reads
+    initializers = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items()]
+    views_input = "ens_views" if flip else ONNX_INPUT
+    nodes = [helper.make_node("Slice", [ONNX_INPUT, "ens_starts", "ens_ends", "ens_axes", "ens_steps"], ["ens_mirror"]),  # x[..., ::-1]
+             helper.make_node("Concat", [ONNX_INPUT, "ens_mirror"], [views_input], axis=0)] if flip else []
+    member_outputs = []
+    for k, member in enumerate(models):
+        prefix = f"m{k}_"
+        renamed = compose.add_prefix(_copy(member), prefix)
+        for node in renamed.graph.node:
+            node.input[:] = [views_input if name == prefix + ONNX_INPUT else name for name in node.input]
+        nodes += list(renamed.graph.node)
+        initializers += list(renamed.graph.initializer)
+        nodes += [helper.make_node("Reshape", [prefix + ONNX_OUTPUT, "ens_shape"], [prefix + "views"]),  # (views, N, classes)
+                  helper.make_node("LogSoftmax", [prefix + "views"], [prefix + "log_probs"], axis=-1)]
+        member_outputs += [prefix + "log_probs"] * (weights[k] if weights else 1)
+    nodes.append(helper.make_node("Concat", member_outputs, ["ens_all"], axis=0))  # (members × views, N, classes)
+    nodes.append(helper.make_node("ReduceMean", ["ens_all", "ens_mean_axes"], [ONNX_OUTPUT], keepdims=0) if opset >= 18
+                 else helper.make_node("ReduceMean", ["ens_all"], [ONNX_OUTPUT], axes=[0], keepdims=0))
+    graph = helper.make_graph(nodes, base.graph.name or "fer-ensemble", list(base.graph.input), list(base.graph.output), initializers)
+    combined = helper.make_model(graph, opset_imports=list(base.opset_import), ir_version=base.ir_version)
+    onnx.checker.check_model(combined)
+    count = sum(weights) if weights else len(models)
+    return combined, {"ensemble": f"mean log-softmax of {count} models" + (" on the face and its mirror image" if flip else ""),
+                      "members": count}
+
+
+def _members(model_path: Path, source, paths, original_meta: dict) -> tuple[list, list[dict], list[int]]:
+    """Every model of an ensemble, this one (``source``) first, with a record and a weight each, loaded and
+    checked: the fer contract, the same validation split (else the ensemble's validation accuracy would count
+    faces a member trained on), and no model twice. A member that is an ensemble itself weighs as many models
+    as it holds (its record lists them); when one of them is this model, this model joins only through it."""
+    import onnx
+
+    from fer_runtime.classifier import load_classifier
+
+    if not paths:
+        raise ValueError("--variants ensemble needs the other models: --with OTHER.onnx (one or more)")
+    mine = original_meta.get(META_CONFIG) or {}
+    mine_hash = model_sha256(model_path)[:16]
+    inner, weight = _ensemble_members(original_meta)
+    models, records, weights = [source], [{"file": str(model_path), "sha256": mine_hash, "metrics": without_predictions(original_meta.get(META_METRICS, {}))}], [weight]
+    seen, inside = {}, False
+    for m in held_models(inner, str(model_path)):
+        seen.setdefault(m["sha256"], m["file"])
+    for path in map(Path, paths):
+        meta = load_classifier(path).metadata  # raises ModelError naming the file
+        theirs = meta.get(META_CONFIG) or {}
+        for key in SPLIT_KEYS:
+            if theirs.get(key) != mine.get(key):
+                raise ValueError(f"{path}: trained with {key}={theirs.get(key)!r}, {model_path.name} with {mine.get(key)!r}; "
+                                 "ensemble members must share the validation split")
+        record = {"file": str(path), "sha256": model_sha256(path)[:16], "metrics": without_predictions(meta.get(META_METRICS, {}))}
+        inner, weight = _ensemble_members(meta)
+        for m in [record] + held_models(inner, str(path)):
+            if m is not record and m["sha256"] == mine_hash and not inside:
+                inside = True  # e.g. fer-best.onnx with an earlier fer-best.ensemble.onnx: it is in there already
+                continue
+            if m["sha256"] in seen or m["sha256"] == mine_hash:
+                raise ValueError(f"{m['file']} is {seen.get(m['sha256'], model_path)} again: an ensemble holds each model once")
+            seen[m["sha256"]] = m["file"]
+        if inner:
+            record["members"] = inner
+        models.append(onnx.load(str(path)))
+        records.append(record)
+        weights.append(weight)
+    if inside:
+        return models[1:], records[1:], weights[1:]
+    return models, records, weights
+
+
+def held_models(records: list[dict], within: str = "") -> list[dict]:
+    """The single models in ensemble member records, at any depth, each as its record with ``file`` saying where
+    it is: "X (in Y)" for a model in ``within`` = Y, "X (in Y in Z)" when Y is itself in Z."""
+    models = []
+    for m in records:
+        if m.get("members"):
+            models += held_models(m["members"], f"{m['file']} in {within}" if within else m["file"])
+        else:
+            models.append(dict(m, file=f"{m['file']} (in {within})") if within else m)
+    return models
+
+
+def _ensemble_members(meta: dict) -> tuple[list[dict], int]:
+    """An ensemble file's member records and how many models it averages; ``([], 1)`` for one model."""
+    optimization = meta.get(META_OPTIMIZATION) or {}
+    if "ensemble" not in optimization:
+        return [], 1
+    return optimization.get("member_files") or [], int(optimization.get("members", 1))

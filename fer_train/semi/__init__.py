@@ -1,0 +1,42 @@
+"""Semi-supervised training with part of the labels hidden, measured against the labeled part alone.
+
+The study's protocol (``fer-train --semi --threshold 0.45``): keep the labels of a stratified, seeded share
+(``--labeled-fraction``, a half) of the training images and treat the rest as unlabeled. Train in rounds of
+``--epochs-per-round`` epochs; after each round the model predicts the unlabeled images, and those whose top
+softmax probability is *strictly greater* than the threshold join the next round's training set with their
+predicted label. The selection is made afresh every round: an image admitted once may drop out again. One
+model and optimizer carry on across rounds. Beside it the run trains, on the same labeled images, from the
+same initial weights, with the same epochs and per-epoch seeds (the arms, ``--arms``):
+
+- ``baseline``: the labeled part alone;
+- ``self-training``: the study's rule, one threshold for every class;
+- ``per-class``: one threshold per predicted class. ``auto`` is class-balanced (after CBST, Zou et al. 2018):
+  every predicted class admits the same share of its images, the share the global threshold admits overall;
+- ``fixmatch``: consistency training, see :mod:`fer_train.fixmatch`.
+
+Round 1 of the pseudo-label arms sees no pseudo-labels yet, so it is the baseline's first round exactly; it is
+computed once and shared (when the learning rate has no schedule whose length depends on the data).
+``--parallel-arms`` trains the arms at the same time instead, one process each (:func:`run_arms_in_processes`);
+every arm then trains its own round 1, and reaches the same weights as when the arms run one after the other.
+
+The true labels of the unlabeled images never reach the loss, by construction: :func:`prepare` hands the
+training loop the unlabeled images as a bare image tensor and their labels only to a :class:`PseudoLabelAudit`,
+which grades each round's selection after it is fixed; what it says is logged, never used. The tests poison
+those labels and check that training stays bit-identical.
+
+Run folder (``runs/semi-<model>-<time>``): ``config.json``; one ordinary run folder per arm (``best.pt``,
+``last.pt``, ``history.json``, ``rounds.json``, ``curves.png``); ``rounds.json`` for all arms; at the end
+``semi.json`` (the summary), ``comparison.md``, ``comparison.png`` and ``rounds.png``, and the self-trained model
+exported to ``self-training/model.onnx``. ``--resume`` continues at the start of the epoch in progress.
+"""
+
+from .arm import ArmRun, ArmState
+from .parallel import ArmFailed, SemiResult, run_arms_in_processes, train_semi
+from .selection import (PseudoLabelAudit, Selection, SemiData, class_balanced_thresholds, prepare, select_confident, split_labeled,
+                        thresholds_for, training_set, unlabeled_probabilities)
+from .settings import ARMS, LABELED_SEED_OFFSET, PSEUDO_LABEL_ARMS, SHARED_ROUND, new_semi_run_dir, parse_class_thresholds, semi_config
+
+__all__ = ["ARMS", "LABELED_SEED_OFFSET", "PSEUDO_LABEL_ARMS", "SHARED_ROUND", "ArmFailed", "ArmRun", "ArmState", "PseudoLabelAudit",
+           "Selection", "SemiData", "SemiResult", "class_balanced_thresholds", "new_semi_run_dir", "parse_class_thresholds", "prepare",
+           "run_arms_in_processes", "select_confident", "semi_config", "split_labeled", "thresholds_for", "train_semi", "training_set",
+           "unlabeled_probabilities"]
