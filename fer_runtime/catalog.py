@@ -16,6 +16,7 @@ from typing import Iterable
 
 from . import explain
 from .classifier import ModelError, OnnxClassifier, load_classifier
+from .variants import fastest_variant
 from .contract import (META_ARCHITECTURE, META_METRICS, META_PARAMETERS, METRIC_ACCURACY, METRICS_VAL, MODEL_SUFFIX,
                        TEMP_MODEL_SUFFIX)
 
@@ -84,8 +85,10 @@ class ModelEntry:
                 self._runner = self.classifier
             else:
                 try:
-                    self._runner = load_classifier(self.path, threads=self.threads, variant=self.variant)
-                except ModelError as exc:  # a broken variant file: the model itself still works
+                    chosen = fastest_variant(self.path, self.variant)
+                    same = chosen.resolve() == self.path.resolve()
+                    self._runner = self.classifier if same else load_classifier(chosen, threads=self.threads)
+                except (ModelError, ValueError, FileNotFoundError) as exc:  # a broken variant: the model itself still works
                     self.warnings.append(f"{exc}; predicting with {self.path.name}")
                     self._runner = self.classifier
         return self._runner
