@@ -169,7 +169,7 @@ def most_accurate(models: Iterable[ModelEntry]) -> ModelEntry | None:
     return max(usable, key=lambda m: (accuracy[id(m)] is not None, accuracy[id(m)] or 0.0))
 
 
-def best_model(paths: Iterable[str | Path] | None = None, threads: int | None = None) -> ModelEntry | None:
+def best_model(paths: Iterable[str | Path] | None = None, threads: int | None = None, variant: str = "auto") -> ModelEntry | None:
     """Find the models in ``paths`` (default: :func:`default_model_dirs`) and return the most accurate, loaded;
-    None when there is no usable one."""
-    return most_accurate(load_entry(p, threads) for p in find_models(default_model_dirs() if paths is None else paths))
+    None when there is no usable one. ``variant`` is as for :func:`load_entry`."""
+    return most_accurate(load_entry(p, threads, variant) for p in find_models(default_model_dirs() if paths is None else paths))

@@ -303,14 +303,13 @@ def say(console, text: str, style: str = "") -> None:
 
 def _open_model(args, tell):
     if args.model is not None:
-        entry = load_entry(args.model, args.threads)
+        entry = load_entry(args.model, args.threads, args.variant)
         if not entry.ok:
             raise SystemExit(entry.error)
     else:
-        entry = best_model(threads=args.threads)
+        entry = best_model(threads=args.threads, variant=args.variant)
         if entry is None:
             raise SystemExit(f"no usable model in {', '.join(str(d) for d in default_model_dirs())}: pass --model FILE.onnx")
-    entry.variant = args.variant
     runner = entry.runner
     accuracy = entry.metric(RANKING_SPLIT)
     tell(f"model: {entry.path}" + (f" (validation accuracy {accuracy:.1%})" if accuracy is not None else "")

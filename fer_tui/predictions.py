@@ -77,7 +77,7 @@ def predict_split(entry: ModelEntry, split_name: str, split: Split, progress: Ca
             progress(done, total)
 
     start = clock()
-    runner = entry.runner or entry.classifier
+    runner = entry.runner  # the fastest variant that passed the gate, else the model itself
     logits = runner.predict_logits(split.images, batch_size=batch_size, progress=tick)
     return Predictions(entry.key, split_name, logits, np.asarray(split.labels, np.int64), entry.class_names, clock() - start,
                        ran=runner.path.name)
