@@ -13,11 +13,15 @@ import torch
 import torch.nn.functional as F
 
 
-def random_affine(x: torch.Tensor, generator: torch.Generator, rotation: float = 40.0, shift: float = 0.2, flip: bool = False) -> torch.Tensor:
-    """Rotate each image by U(-rotation, rotation) degrees and shift it by U(-shift, shift) of its size.
+def random_affine(x: torch.Tensor, generator: torch.Generator, rotation: float = 40.0, shift: float = 0.2, flip: bool = False,
+                  scale: float = 0.0) -> torch.Tensor:
+    """Rotate each image by U(-rotation, rotation) degrees and shift it by U(-shift, shift) of its size; with
+    ``scale`` > 0 also zoom it by a factor drawn from U(1 - scale, 1 + scale) (Keras' ``zoom_range``: above 1 the
+    face grows and its edges leave the picture, as in a random resized crop; below 1 it shrinks).
 
     ``x`` is (N, C, H, W); edges are filled with the nearest border pixel, as Keras' 'nearest' does.
-    The random numbers come from ``generator`` (on the CPU), so a seeded run repeats exactly.
+    The random numbers come from ``generator`` (on the CPU), so a seeded run repeats exactly; without ``scale`` they
+    are the same draws as before it existed.
     """
     n = x.shape[0]
     u = torch.rand(n, 3, generator=generator) * 2 - 1  # (N, 3) in [-1, 1)
@@ -28,6 +32,9 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, rotation: float =
     if flip:
         mirror = torch.rand(n, generator=generator) < 0.5
         theta[mirror, :, 0] *= -1
+    if scale > 0:  # theta maps output to input coordinates: a zoom of z samples 1/z of the image
+        zoom = 1 + (torch.rand(n, generator=generator) * 2 - 1) * scale
+        theta[:, :, :2] /= zoom[:, None, None]
     theta = theta.to(device=x.device, dtype=x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -22,7 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from fer_runtime.contract import EVENT_ERROR
+from fer_runtime.contract import EVENT_ERROR, EVENT_MESSAGE
 from fer_runtime.io import DataError
 
 from .config import OPTIMIZERS, SCHEDULES, TrainConfig
@@ -54,6 +54,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotation", type=float, default=d.rotation, help="max rotation in degrees (default: %(default)s)")
     p.add_argument("--shift", type=float, default=d.shift, help="max shift as a fraction of the size (default: %(default)s)")
     p.add_argument("--flip", action="store_true", help="random horizontal flips")
+    p.add_argument("--scale", type=float, default=d.scale, metavar="S",
+                   help="random zoom by a factor from 1-S to 1+S, like a random resized crop (default: %(default)s, off)")
     p.add_argument("--erase", type=float, default=d.erase, metavar="P",
                    help="random erasing: each training image gets a noise rectangle (2-25 %% of it) with probability P (default: off)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
@@ -62,6 +64,9 @@ def _train_parser() -> argparse.ArgumentParser:
                    "(default: --seed); another value trains an independent model on the same validation split")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with AVX512-BF16/AMX, or CUDA)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory layout for convolutions (faster on most CPUs)")
+    p.add_argument("--fast", action="store_true", help="time a few training steps of each path (channels-last; bf16 with and without "
+                   "it where the CPU has bf16 instructions, or on CUDA) and train on the fastest, recorded in config.json "
+                   "(docs/training.md#training-speed)")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores; under torchrun, per process: the cores shared out)")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training images (quick tries)")
@@ -128,6 +133,8 @@ def train_main(argv: list[str]) -> int:
         reporter = distributed.rank_reporter(reporter)  # rank 0 reports for the group; the others only their errors
         try:
             config, run_dir, resume = distributed.from_rank0(lambda: _plan_run(args, argv))
+            if args.fast and not resume:  # a resumed run keeps the path its config.json records
+                config = _fastest_path(config, reporter)
             if config.semi:
                 from .semi import train_semi
 
@@ -153,6 +160,27 @@ def train_main(argv: list[str]) -> int:
                                                f"({exc.__class__.__name__}: {str(exc).strip()}); torchrun's report names the rank that failed first")
             return 1
     return 130 if result.interrupted else 0
+
+
+def _fastest_path(config, reporter):
+    """``--fast``: ``config`` on the training path that a few timed steps find fastest here (fer_train.speed). Under
+    torchrun every rank times its steps together and rank 0's measurement decides for all."""
+    import torch
+
+    from . import distributed
+    from .speed import candidate_paths, fastest_path
+    from .train import pick_device
+
+    device = distributed.device_for(pick_device(config.device))
+    if device.type == "cpu":
+        torch.set_num_threads(config.threads or distributed.default_threads())
+    paths = distributed.from_rank0(lambda: candidate_paths(device))  # the same on every rank, whatever its CPU
+    chosen, rates = fastest_path(config, device, paths)
+    chosen, rates = distributed.from_rank0(lambda: (chosen, rates))
+    best = max(rates, key=rates.get)
+    reporter.emit(EVENT_MESSAGE, text=f"--fast: {best} (training images/s on this machine: "
+                                      + ", ".join(f"{path} {rate:,.0f}" for path, rate in rates.items()) + ")")
+    return chosen
 
 
 def _plan_run(args: argparse.Namespace, argv: list[str]) -> tuple[TrainConfig, Path, bool]:
@@ -337,6 +365,7 @@ def optimize_main(argv: list[str]) -> int:
 
     from .optimize import MAX_ACCURACY_DROP, VARIANTS, OptimizeError, load_optimize_splits, optimize_model
     from .optimize.int8 import CALIBRATION_METHODS
+    from .optimize.compose import TTA_CANDIDATES
     from .optimize.variants import DEFAULT_CALIBRATION, DEFAULT_PERCENTILE
 
     p = argparse.ArgumentParser(prog="fer-train optimize", description="Faster variants of an exported model beside it: <stem>.fast.onnx "
@@ -346,11 +375,14 @@ def optimize_main(argv: list[str]) -> int:
     p.add_argument("--data", default=None, help="data source (default: the one the model was trained on, or FER2013)")
     p.add_argument("--out-dir", default=None, help="where to write the variants (default: beside the model)")
     p.add_argument("--variants", nargs="+", default=["fast", "int8"], choices=VARIANTS,
-                   help="tta: <stem>.tta.onnx, the mean of the model's log-probabilities on the face and its mirror image "
-                        "(2× the compute; for models trained with --flip); ensemble: <stem>.ensemble.onnx, the mean of this model's "
+                   help="tta: <stem>.tta.onnx, the mean of the model's log-probabilities on several views of the face (its "
+                        "mirror image, shifted copies: see --tta; for models trained with --flip); ensemble: <stem>.ensemble.onnx, the mean of this model's "
                         "and the --with models' log-probabilities (default: fast int8)")
     p.add_argument("--with", dest="members", action="append", default=[], metavar="OTHER.onnx",
                    help="ensemble: another exported model (same validation split) to average with; repeat for more")
+    p.add_argument("--tta", default="auto", choices=("auto", *TTA_CANDIDATES), help="tta: the views averaged. flip: the face and "
+                   "its mirror image (2× the compute); flip+hshiftK: both also shifted K pixels left and right (6×); flip+shiftK: "
+                   "also up and down (10×); auto: the one most accurate on validation, the cheaper on a tie (default: %(default)s)")
     p.add_argument("--ensemble-flip", action="store_true", help="ensemble: also run every member on the mirror image (2× the compute)")
     p.add_argument("--calibration", type=int, default=1000, metavar="N", help="validation faces to calibrate int8 on (default: %(default)s)")
     p.add_argument("--weight-bits", default="auto", choices=("auto", "7", "8"), help="int8 weights: 7 bits give the same results on "
@@ -373,7 +405,7 @@ def optimize_main(argv: list[str]) -> int:
         results = optimize_model(args.model, splits, out_dir=args.out_dir, variants=args.variants, calibration_images=args.calibration,
                                  weight_bits=args.weight_bits if args.weight_bits == "auto" else int(args.weight_bits), max_drop=args.max_drop, log=lambda line: console.print(line, soft_wrap=True),
                                  members=args.members, ensemble_flip=args.ensemble_flip, calibration=args.calibration_method,
-                                 percentile=args.percentile, per_channel=not args.per_tensor, keep_float=args.keep_float)
+                                 percentile=args.percentile, per_channel=not args.per_tensor, keep_float=args.keep_float, tta=args.tta)
     except (DataError, ValueError, FileNotFoundError, ModelError, OptimizeError) as exc:
         console.print(f"[red]error:[/] {exc}")
         return 2

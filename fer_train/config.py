@@ -30,6 +30,7 @@ class TrainConfig:
     rotation: float = 40.0  # degrees, either way
     shift: float = 0.2  # fraction of the image size, either way
     flip: bool = False  # horizontal flips (not in the study)
+    scale: float = 0.0  # zoom by U(1 - scale, 1 + scale), as a random resized crop (not in the study)
     erase: float = 0.0  # random erasing: the probability that a training image gets a noise rectangle (not in the study)
     val_fraction: float = 0.1  # the study's 1/10
     seed: int = 0  # picks the validation split (and semi's labeled half); also the training randomness unless train_seed is set
@@ -71,6 +72,8 @@ class TrainConfig:
             raise ValueError("epochs and batch size must be at least 1")
         if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
             raise ValueError(f"distill weight is from 0 to 1 and temperature above 0, got {self.distill_weight} and {self.distill_temperature}")
+        if not 0 <= self.scale < 1:
+            raise ValueError(f"scale is the zoom range, from 0 to below 1, got {self.scale}")
         if not 0 <= self.erase <= 1:
             raise ValueError(f"erase is a probability, from 0 to 1, got {self.erase}")
 

@@ -81,8 +81,8 @@ def fixmatch_epoch(model: nn.Module, optimizer, scheduler, labeled_x: torch.Tens
         uidx = unlabeled_order[torch.arange(step * per_step, (step + 1) * per_step, device=device) % len(unlabeled_x)]
         xl, yl, xu = labeled_x[idx].float(), labeled_y[idx], unlabeled_x[uidx].float()
         if config.augment:
-            xl = random_affine(xl, generator, config.rotation, config.shift, config.flip)
-            weak = random_affine(xu, generator, config.rotation, config.shift, config.flip)
+            xl = random_affine(xl, generator, config.rotation, config.shift, config.flip, config.scale)
+            weak = random_affine(xu, generator, config.rotation, config.shift, config.flip, config.scale)
         else:
             weak = xu
         strong = strong_augment(xu, generator, config.rotation, config.shift)

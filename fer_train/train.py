@@ -194,7 +194,7 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
         idx = distributed.shard(batch)  # this rank's part of it
         xb, yb = x[idx].float(), y[idx]
         if config.augment:
-            xb = random_affine(xb, generator, config.rotation, config.shift, config.flip)
+            xb = random_affine(xb, generator, config.rotation, config.shift, config.flip, config.scale)
         if config.erase > 0:
             xb = random_erase(xb, generator, config.erase)
         if config.channels_last:

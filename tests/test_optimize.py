@@ -18,7 +18,7 @@ from fer_train import optimize
 from fer_runtime.contract import CLASS_NAMES
 from fer_train.export import export_onnx
 from fer_runtime.io import Split
-from fer_runtime.metrics import decode_predictions, without_predictions
+from fer_runtime.metrics import decode_predictions, log_softmax, without_predictions
 from fer_train.models import ElementPReLU, create_model
 from fer_train.optimize import (FUSED_ATOL, accuracy_gate, count_flops, fuse_prelu, logits_of, optimize_model, quantize_int8,
                                 simplify)
@@ -155,24 +155,53 @@ def test_int8_variant_keeps_the_contract_and_metadata(exported, splits, tmp_path
     assert load_classifier(tmp_path / f"{name}.fast.onnx").metadata["variant"] == "fp32-fast"
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(1, keepdims=True)
-    return z - np.log(np.exp(z).sum(1, keepdims=True))
-
-
 @pytest.mark.parametrize("name", ["cnn", "dnn"])
 def test_flip_average_variant_is_the_mean_of_the_face_and_its_mirror(exported, splits, tmp_path, name):
     source = exported / f"{name}.onnx"
-    results = optimize_model(source, splits, out_dir=tmp_path, variants=["tta"], max_drop=100, log=lambda line: None)
+    results = optimize_model(source, splits, out_dir=tmp_path, variants=["tta"], max_drop=100, log=lambda line: None, tta="flip")
     assert [r.name for r in results] == ["tta"] and results[0].written
     clf = load_classifier(tmp_path / f"{name}.tta.onnx")
     faces = splits.test.images[:37]  # an odd batch: the pair is split by shape, not by a fixed size
-    expected = (_log_softmax(logits_of(source, faces)) + _log_softmax(logits_of(source, faces[:, :, ::-1].copy()))) / 2
+    expected = (log_softmax(logits_of(source, faces)) + log_softmax(logits_of(source, faces[:, :, ::-1].copy()))) / 2
     np.testing.assert_allclose(clf.predict_logits(faces), expected, atol=1e-4)
     one = clf.predict_logits(faces[:1])
     np.testing.assert_allclose(one, expected[:1], atol=1e-4)
     assert clf.metadata["variant"] == "fp32-flip-average" and clf.metadata["optimization"]["source"] == f"{name}.onnx"
     assert count_flops(tmp_path / f"{name}.tta.onnx").flops == 2 * count_flops(source).flops
+
+
+def test_shifted_views_graph_computes_the_numpy_views(exported, faces):
+    """Every view the graph builds (mirror, edge-filled shifts of either) is the numpy view through the model."""
+    from fer_train.optimize.compose import TTA_CANDIDATES, View, flip_average
+
+    source = onnx.load(str(exported / "cnn.onnx"))
+    x = faces[:9]
+    views = TTA_CANDIDATES["flip+shift2"] + (View(False, 1, -3),)
+    composed, steps = flip_average(source, views)
+    expected = sum(log_softmax(logits_of(source, v.apply(x))) for v in views) / len(views)
+    np.testing.assert_allclose(logits_of(composed, x), expected, atol=1e-4)
+    assert len(steps["views"]) == 11 and "mirror shifted -2,+0" in steps["views"]
+    assert count_flops(composed).flops == 11 * count_flops(source).flops
+    shifted = View(dy=1, dx=-2).apply(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))[0, 0]
+    np.testing.assert_array_equal(shifted, [[2, 3, 3, 3], [2, 3, 3, 3], [6, 7, 7, 7], [10, 11, 11, 11]])  # down 1, left 2, edges repeated
+
+
+def test_tta_is_chosen_on_validation_and_recorded(exported, splits, tmp_path):
+    source = exported / "cnn.onnx"
+    lines = []
+    results = optimize_model(source, splits, out_dir=tmp_path, variants=["tta"], max_drop=100, log=lines.append)
+    meta = load_classifier(tmp_path / "cnn.tta.onnx").metadata
+    choice = meta["optimization"]["tta_choice"]
+    scores = choice["validation_accuracy"]
+    assert set(scores) == set(optimize.compose.TTA_CANDIDATES) and results[0].written
+    assert scores[choice["chosen"]] == max(scores.values())
+    assert any("tta on validation" in line for line in lines)
+    chosen_views = optimize.compose.TTA_CANDIDATES[choice["chosen"]]
+    assert meta["optimization"]["views"] == [v.name for v in chosen_views]
+    val_acc = 100 * meta["metrics"]["val"]["accuracy"]
+    assert abs(val_acc - scores[choice["chosen"]]) < 0.01  # the graph scores what the choice measured
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'flip\\+zoom'"):
+        optimize_model(source, splits, out_dir=tmp_path, variants=["tta"], tta="flip+zoom", log=lambda line: None)
 
 
 def test_ensemble_variant_averages_every_member_on_the_face_and_its_mirror(exported, splits, tmp_path):
@@ -184,7 +213,7 @@ def test_ensemble_variant_averages_every_member_on_the_face_and_its_mirror(expor
         assert [r.name for r in results] == ["ensemble"] and results[0].written
         clf = load_classifier(tmp_path / "cnn.ensemble.onnx")
         views = [logits_of(path, f) for path in (cnn, dnn) for f in ((faces, faces[:, :, ::-1].copy()) if flip else (faces,))]
-        np.testing.assert_allclose(clf.predict_logits(faces), sum(map(_log_softmax, views)) / len(views), atol=1e-4)
+        np.testing.assert_allclose(clf.predict_logits(faces), sum(map(log_softmax, views)) / len(views), atol=1e-4)
         meta = clf.metadata
         assert meta["variant"] == ("fp32-ensemble-flip-average" if flip else "fp32-ensemble")
         assert [m["file"] for m in meta["optimization"]["member_files"]] == [str(cnn), str(dnn)]  # as given
@@ -213,9 +242,9 @@ def test_an_ensemble_joins_another_as_the_models_it_holds_and_no_model_twice(exp
     optimize_model(cnn2, out_dir=tmp_path / "three", members=[pair], **quiet)
     three = load_classifier(tmp_path / "three" / "cnn2.ensemble.onnx")
     faces = splits.test.images[:37]
-    flat = sum(_log_softmax(logits_of(path, faces)) for path in (cnn, dnn, cnn2)) / 3
+    flat = sum(log_softmax(logits_of(path, faces)) for path in (cnn, dnn, cnn2)) / 3
     # the same ranking as the flat mean of three, up to a constant per face (the pair's mean is renormalised)
-    np.testing.assert_allclose(_log_softmax(three.predict_logits(faces)), _log_softmax(flat), atol=1e-4)
+    np.testing.assert_allclose(log_softmax(three.predict_logits(faces)), log_softmax(flat), atol=1e-4)
     optimization = three.metadata["optimization"]
     assert optimization["members"] == 3 and optimization["ensemble"] == "mean log-softmax of 3 models"
     assert [m["file"] for m in optimization["member_files"]] == [str(cnn2), str(pair)]
@@ -224,7 +253,7 @@ def test_an_ensemble_joins_another_as_the_models_it_holds_and_no_model_twice(exp
     # the model itself inside a member (a new ensemble from an earlier one) joins once, through that member
     optimize_model(dnn, out_dir=tmp_path / "inside", members=[pair, cnn2], **quiet)
     inside = load_classifier(tmp_path / "inside" / "dnn.ensemble.onnx")
-    np.testing.assert_allclose(_log_softmax(inside.predict_logits(faces)), _log_softmax(flat), atol=1e-4)
+    np.testing.assert_allclose(log_softmax(inside.predict_logits(faces)), log_softmax(flat), atol=1e-4)
     assert inside.metadata["optimization"]["members"] == 3
     assert [m["file"] for m in inside.metadata["optimization"]["member_files"]] == [str(pair), str(cnn2)]
     with pytest.raises(ValueError, match=rf"{dnn} is {dnn} again: an ensemble holds each model once"):
@@ -236,7 +265,7 @@ def test_an_ensemble_joins_another_as_the_models_it_holds_and_no_model_twice(exp
     optimize_model(dnn, out_dir=tmp_path / "deep", members=[three_path], **quiet)
     deep = load_classifier(tmp_path / "deep" / "dnn.ensemble.onnx")
     assert deep.metadata["optimization"]["members"] == 3
-    np.testing.assert_allclose(_log_softmax(deep.predict_logits(faces)), _log_softmax(flat), atol=1e-4)
+    np.testing.assert_allclose(log_softmax(deep.predict_logits(faces)), log_softmax(flat), atol=1e-4)
     with pytest.raises(ValueError, match=rf"{cnn} \(in {pair} in {three_path}\) is {cnn} again"):
         optimize_model(dnn, out_dir=tmp_path / "again", members=[cnn, three_path], **quiet)
 

@@ -1,33 +1,132 @@
-"""Composed graphs: test-time flip averaging (``tta``) and ensembles of several exported models (``ensemble``)."""
+"""Composed graphs: test-time augmentation (``tta``: the face, its mirror image and, where validation says so, shifted
+copies of both) and ensembles of several exported models (``ensemble``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from fer_runtime.contract import CLASS_NAMES, META_CONFIG, META_METRICS, META_OPTIMIZATION, ONNX_INPUT, ONNX_OUTPUT
+from fer_runtime.contract import CLASS_NAMES, IMAGE_SIZE, META_CONFIG, META_METRICS, META_OPTIMIZATION, ONNX_INPUT, ONNX_OUTPUT
 from fer_runtime.metrics import without_predictions
 
 from ..config import SPLIT_KEYS
 from .graph import OptimizeError, _copy, model_sha256
 
 
-def flip_average(model):
-    """Test-time flip augmentation inside the graph: every face and its mirror image go through the model as one
-    batch of 2N, and the output is the mean of the two log-softmax vectors (log of the geometric mean of the two
-    probability vectors, so still valid logits: their softmax is a probability vector). Costs 2× the compute.
-    The one-model case of :func:`ensemble_average`. Returns ``(model, steps)``."""
-    flipped, _ = ensemble_average([model], flip=True)
-    return flipped, {"flip_average": "mean log-softmax of the face and its mirror image"}
+@dataclass(frozen=True)
+class View:
+    """One test-time view of a face: mirrored or not, then shifted by ``dy``, ``dx`` pixels (the picture moves
+    down and right for positive values; the edge pixels fill what comes in, as the training shifts do)."""
+
+    mirror: bool = False
+    dy: int = 0
+    dx: int = 0
+
+    @property
+    def name(self) -> str:
+        shift = f"{self.dy:+d},{self.dx:+d}" if (self.dy, self.dx) != (0, 0) else ""
+        return ("mirror" if self.mirror else "face") + (f" shifted {shift}" if shift else "")
+
+    def apply(self, images: np.ndarray) -> np.ndarray:
+        """This view of ``images`` (N, 1, H, W), in numpy: what the graph of :func:`ensemble_average` computes."""
+        x = images[..., ::-1] if self.mirror else images
+        p = max(abs(self.dy), abs(self.dx))
+        if p:
+            h, w = x.shape[-2:]
+            padded = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(p, p), (p, p)], mode="edge")
+            x = padded[..., p - self.dy:p - self.dy + h, p - self.dx:p - self.dx + w]
+        return np.ascontiguousarray(x)
 
 
-def ensemble_average(models: list, flip: bool = True, weights: list[int] | None = None):
-    """One graph that runs every model (and, with ``flip``, on the face and its mirror image too) and outputs
-    the mean of their log-softmax vectors, as :func:`flip_average` does for one model. Each member's tensors
-    are renamed ``m<k>_…``; the first model's graph input, output and opset are kept. A member of weight ``w``
-    (an ensemble of ``w`` models itself) counts ``w`` times, so nesting gives the flat ensemble's predictions.
-    Returns ``(model, steps)``."""
+FLIP_VIEWS = (View(), View(mirror=True))
+
+
+def shifted_views(pixels: int, vertical: bool = True) -> tuple[View, ...]:
+    """The face and its mirror image, each also shifted by ``pixels`` left and right (and, with ``vertical``, up
+    and down): 6 or 10 views."""
+    moves = [(0, pixels), (0, -pixels)] + ([(pixels, 0), (-pixels, 0)] if vertical else [])
+    return FLIP_VIEWS + tuple(View(m, dy, dx) for m in (False, True) for dy, dx in moves)
+
+
+# the test-time augmentations `--variants tta` chooses from on validation, cheapest first (a tie goes to the cheaper)
+TTA_CANDIDATES: dict[str, tuple[View, ...]] = {
+    "flip": FLIP_VIEWS,
+    **{f"flip+hshift{k}": shifted_views(k, vertical=False) for k in (1, 2, 3)},
+    **{f"flip+shift{k}": shifted_views(k) for k in (1, 2, 3)},
+}
+
+
+def choose_tta(view_log_probs, labels: np.ndarray, candidates: dict[str, tuple[View, ...]] = TTA_CANDIDATES) -> tuple[str, dict[str, float]]:
+    """The candidate whose mean log-probabilities are most accurate on ``labels`` (validation), and every
+    candidate's accuracy in percent. ``view_log_probs(view)`` gives the model's log-softmax (N, 7) on that view;
+    each view is asked for once. A tie goes to the candidate listed first (the cheaper)."""
+    cache: dict[View, np.ndarray] = {}
+    scores = {}
+    for name, views in candidates.items():
+        for view in views:
+            if view not in cache:
+                cache[view] = view_log_probs(view)
+        mean = sum(cache[v] for v in views) / len(views)
+        scores[name] = round(float((mean.argmax(1) == labels).mean()) * 100, 3)
+    best = max(scores, key=lambda k: (scores[k], -list(candidates).index(k)))
+    return best, scores
+
+
+def flip_average(model, views: tuple[View, ...] = FLIP_VIEWS):
+    """Test-time augmentation inside the graph: every face's ``views`` (by default the face and its mirror image)
+    go through the model as one batch, and the output is the mean of their log-softmax vectors (log of the
+    geometric mean of the probability vectors, so still valid logits: their softmax is a probability vector).
+    Costs ``len(views)``× the compute. The one-model case of :func:`ensemble_average`. Returns ``(model, steps)``."""
+    flipped, _ = ensemble_average([model], views=views)
+    what = ("mean log-softmax of the face and its mirror image" if tuple(views) == FLIP_VIEWS
+            else f"mean log-softmax of {len(views)} views: " + "; ".join(v.name for v in views))
+    return flipped, {"flip_average": what, "views": [v.name for v in views]}
+
+
+def _view_nodes(views: tuple[View, ...], output: str) -> tuple[list, list]:
+    """Nodes and initializers that stack ``views`` of the graph input along the batch axis into ``output``."""
+    from onnx import helper, numpy_helper
+
+    nodes, constants = [], {}
+    if any(v.mirror for v in views):
+        constants.update(ens_starts=[-1], ens_ends=[np.iinfo(np.int64).min], ens_axes=[3], ens_steps=[-1])
+        nodes.append(helper.make_node("Slice", [ONNX_INPUT, "ens_starts", "ens_ends", "ens_axes", "ens_steps"], ["ens_mirror"]))  # x[..., ::-1]
+    pad = max(max(abs(v.dy), abs(v.dx)) for v in views)
+    if pad:
+        constants["ens_pads"] = [0, 0, pad, pad, 0, 0, pad, pad]
+        constants["ens_hw_axes"] = [2, 3]
+        for source in ("ens_plain", "ens_mirror") if any(v.mirror for v in views) else ("ens_plain",):
+            if any(v.mirror == (source == "ens_mirror") and (v.dy, v.dx) != (0, 0) for v in views):
+                nodes.append(helper.make_node("Pad", [ONNX_INPUT if source == "ens_plain" else source, "ens_pads"], [source + "_padded"], mode="edge"))
+    names = []
+    for k, view in enumerate(views):
+        source = "ens_mirror" if view.mirror else ONNX_INPUT
+        if (view.dy, view.dx) == (0, 0):
+            names.append(source)
+            continue
+        padded = ("ens_mirror" if view.mirror else "ens_plain") + "_padded"
+        constants[f"ens_v{k}_starts"] = [pad - view.dy, pad - view.dx]
+        constants[f"ens_v{k}_ends"] = [pad - view.dy + IMAGE_SIZE, pad - view.dx + IMAGE_SIZE]
+        nodes.append(helper.make_node("Slice", [padded, f"ens_v{k}_starts", f"ens_v{k}_ends", "ens_hw_axes"], [f"ens_v{k}"]))
+        names.append(f"ens_v{k}")
+    if len(names) == 1:
+        return [helper.make_node("Identity", names, [output])] + nodes, _int64_initializers(constants, numpy_helper)
+    nodes.append(helper.make_node("Concat", names, [output], axis=0))
+    return nodes, _int64_initializers(constants, numpy_helper)
+
+
+def _int64_initializers(constants: dict, numpy_helper) -> list:
+    return [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items()]
+
+
+def ensemble_average(models: list, flip: bool = True, weights: list[int] | None = None, views: tuple[View, ...] | None = None):
+    """One graph that runs every model on every view of the face (``views``; else, with ``flip``, the face and its
+    mirror image, without it the face alone) and outputs the mean of their log-softmax vectors, as
+    :func:`flip_average` does for one model. Each member's tensors are renamed ``m<k>_…``; the first model's graph
+    input, output and opset are kept. A member of weight ``w`` (an ensemble of ``w`` models itself) counts ``w``
+    times, so nesting gives the flat ensemble's predictions. Returns ``(model, steps)``."""
     import onnx
     from onnx import compose, helper, numpy_helper
 
@@ -37,13 +136,15 @@ def ensemble_average(models: list, flip: bool = True, weights: list[int] | None 
         raise OptimizeError(f"the members use different ONNX opsets {sorted(opsets)}; export them with the same fer-train")
     opset = opsets.pop()
     classes = base.graph.output[0].type.tensor_type.shape.dim[-1].dim_value or len(CLASS_NAMES)
-    views = 2 if flip else 1
-    constants = {**({"ens_starts": [-1], "ens_ends": [np.iinfo(np.int64).min], "ens_axes": [3], "ens_steps": [-1]} if flip else {}),
-                 "ens_shape": [views, -1, classes], **({"ens_mean_axes": [0]} if opset >= 18 else {})}  # only what the graph reads
+    views = tuple(views) if views is not None else (FLIP_VIEWS if flip else (View(),))
+    constants = {"ens_shape": [len(views), -1, classes], **({"ens_mean_axes": [0]} if opset >= 18 else {})}  # only what the graph reads
     initializers = [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items()]
-    views_input = "ens_views" if flip else ONNX_INPUT
-    nodes = [helper.make_node("Slice", [ONNX_INPUT, "ens_starts", "ens_ends", "ens_axes", "ens_steps"], ["ens_mirror"]),  # x[..., ::-1]
-             helper.make_node("Concat", [ONNX_INPUT, "ens_mirror"], [views_input], axis=0)] if flip else []
+    if views == (View(),):
+        views_input, nodes = ONNX_INPUT, []
+    else:
+        views_input = "ens_views"
+        nodes, view_constants = _view_nodes(views, views_input)
+        initializers += view_constants
     member_outputs = []
     for k, member in enumerate(models):
         prefix = f"m{k}_"

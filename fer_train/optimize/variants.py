@@ -13,7 +13,7 @@ from fer_runtime.metrics import split_metrics, without_predictions
 
 from ..onnx_meta import set_metadata
 from ..shared_weights import family_of, share_family
-from .compose import _members, ensemble_average, flip_average
+from .compose import FLIP_VIEWS, TTA_CANDIDATES, _members, choose_tta, ensemble_average, flip_average
 from .gate import MAX_ACCURACY_DROP, GateResult, accuracy_gate, accuracy_points, logits_of
 from .graph import model_sha256
 from .int8 import quantize_int8
@@ -99,15 +99,33 @@ def _remove_stale(path: Path, source: Path) -> str:
     return f"; removed the old {path.name}, made from another version of {source.name}"
 
 
+def _tta_views(source, val, tta: str, log) -> tuple[str, dict[str, float]]:
+    """The test-time views to use: ``tta`` itself when it names a candidate, else (``auto``) the one chosen on
+    validation, with every candidate's validation accuracy."""
+    from fer_runtime.metrics import log_softmax
+
+    if tta != "auto":
+        if tta not in TTA_CANDIDATES:
+            raise ValueError(f"unknown test-time augmentation {tta!r}; choose auto or one of {', '.join(TTA_CANDIDATES)}")
+        return tta, {}
+    choice, scores = choose_tta(lambda view: log_softmax(logits_of(source, view.apply(val.images))), val.labels)
+    log(f"  tta on validation: {', '.join(f'{k} {v:.2f}%' for k, v in scores.items())} → {choice}")
+    return choice, scores
+
+
 def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None = None, variants=("fast", "int8"),
                    calibration_images: int = 1000, weight_bits: int | str = "auto", max_drop: float = MAX_ACCURACY_DROP, log=print,
                    members: list | None = None, ensemble_flip: bool = False, calibration: str = DEFAULT_CALIBRATION,
-                   percentile: float = DEFAULT_PERCENTILE, per_channel: bool = True, keep_float=()) -> list[VariantResult]:
+                   percentile: float = DEFAULT_PERCENTILE, per_channel: bool = True, keep_float=(), tta: str = "auto") -> list[VariantResult]:
     """Write ``<stem>.fast.onnx`` and ``<stem>.int8.onnx`` beside the model (or in ``out_dir``), each only if
     it passes its checks: logits within :data:`FUSED_ATOL` for the fp32 rewrite, the accuracy gate for both.
     ``tta`` and ``ensemble`` (this model with the ``members`` files; with ``ensemble_flip`` each also on the
     mirror image) pass the accuracy gate too. The variants written then share the family's ``<stem>.weights``
     (:func:`fer_train.shared_weights.share_family`): a tensor they hold unchanged is stored once.
+
+    ``tta``: the views of the ``tta`` variant, a name of :data:`TTA_CANDIDATES` (``flip``: the face and its mirror
+    image; ``flip+shift2``: both also shifted 2 pixels four ways, …) or ``auto``: the candidate most accurate on
+    validation, the cheaper on a tie (every candidate's score is recorded in the variant's ``tta_choice``).
 
     ``splits`` needs ``.val`` (calibration: its first ``calibration_images`` faces) and ``.test`` (the gate).
     int8: ``calibration`` (``minmax``, ``percentile`` with ``percentile``, ``entropy``), ``weight_bits``,
@@ -150,7 +168,10 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
                 log(f"  {path.name}: {results[-1].message}")
                 continue
         elif name == "tta":
-            model, steps = flip_average(source)
+            choice, scores = _tta_views(source, val, tta, log)
+            model, steps = flip_average(source, TTA_CANDIDATES[choice])
+            if scores:
+                steps["tta_choice"] = {"chosen": choice, "validation_accuracy": scores}
         elif name == "ensemble":
             model, steps = ensemble_average(ensemble, flip=ensemble_flip, weights=weights)
             steps["member_files"] = member_files
@@ -190,7 +211,7 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
             continue
         metrics = {METRICS_VAL: split_metrics(val.labels, logits_of(model, val.images).argmax(1)),
                    METRICS_TEST: split_metrics(test.labels, test_logits.argmax(1))}
-        label = {"fast": "fp32-fast", "tta": "fp32-flip-average",
+        label = {"fast": "fp32-fast", "tta": "fp32-flip-average" if steps.get("views") == [v.name for v in FLIP_VIEWS] else "fp32-tta",
                  "ensemble": "fp32-ensemble-flip-average" if ensemble_flip else "fp32-ensemble"}.get(name, name)
         _save(model, path, variant_metadata(original_meta, label, gate, metrics, steps, model_path))
         results.append(VariantResult(name, path, gate, True, steps, f"written: {gate}"))
