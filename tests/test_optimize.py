@@ -182,6 +182,8 @@ def test_shifted_views_graph_computes_the_numpy_views(exported, faces):
     np.testing.assert_allclose(logits_of(composed, x), expected, atol=1e-4)
     assert len(steps["views"]) == 11 and "mirror shifted -2,+0" in steps["views"]
     assert count_flops(composed).flops == 11 * count_flops(source).flops
+    one, _ = flip_average(source, (View(True, -1, 1),))  # a single view: no Concat
+    np.testing.assert_allclose(logits_of(one, x), log_softmax(logits_of(source, View(True, -1, 1).apply(x))), atol=1e-4)
     shifted = View(dy=1, dx=-2).apply(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))[0, 0]
     np.testing.assert_array_equal(shifted, [[2, 3, 3, 3], [2, 3, 3, 3], [6, 7, 7, 7], [10, 11, 11, 11]])  # down 1, left 2, edges repeated
 

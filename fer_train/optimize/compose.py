@@ -86,39 +86,33 @@ def flip_average(model, views: tuple[View, ...] = FLIP_VIEWS):
 
 
 def _view_nodes(views: tuple[View, ...], output: str) -> tuple[list, list]:
-    """Nodes and initializers that stack ``views`` of the graph input along the batch axis into ``output``."""
+    """Nodes and initializers that stack ``views`` of the graph input along the batch axis into ``output``: the
+    mirror image is one Slice with step −1; shifted views are Slices of the edge-padded face or mirror image."""
     from onnx import helper, numpy_helper
 
     nodes, constants = [], {}
+    unshifted = {False: ONNX_INPUT, True: "ens_mirror"}  # what a view starts from
+    padded = {False: "ens_face_padded", True: "ens_mirror_padded"}
     if any(v.mirror for v in views):
         constants.update(ens_starts=[-1], ens_ends=[np.iinfo(np.int64).min], ens_axes=[3], ens_steps=[-1])
         nodes.append(helper.make_node("Slice", [ONNX_INPUT, "ens_starts", "ens_ends", "ens_axes", "ens_steps"], ["ens_mirror"]))  # x[..., ::-1]
     pad = max(max(abs(v.dy), abs(v.dx)) for v in views)
     if pad:
-        constants["ens_pads"] = [0, 0, pad, pad, 0, 0, pad, pad]
-        constants["ens_hw_axes"] = [2, 3]
-        for source in ("ens_plain", "ens_mirror") if any(v.mirror for v in views) else ("ens_plain",):
-            if any(v.mirror == (source == "ens_mirror") and (v.dy, v.dx) != (0, 0) for v in views):
-                nodes.append(helper.make_node("Pad", [ONNX_INPUT if source == "ens_plain" else source, "ens_pads"], [source + "_padded"], mode="edge"))
+        constants.update(ens_pads=[0, 0, pad, pad, 0, 0, pad, pad], ens_hw_axes=[2, 3])
+        for mirror in sorted({v.mirror for v in views if (v.dy, v.dx) != (0, 0)}):
+            nodes.append(helper.make_node("Pad", [unshifted[mirror], "ens_pads"], [padded[mirror]], mode="edge"))
     names = []
     for k, view in enumerate(views):
-        source = "ens_mirror" if view.mirror else ONNX_INPUT
         if (view.dy, view.dx) == (0, 0):
-            names.append(source)
+            names.append(unshifted[view.mirror])
             continue
-        padded = ("ens_mirror" if view.mirror else "ens_plain") + "_padded"
-        constants[f"ens_v{k}_starts"] = [pad - view.dy, pad - view.dx]
-        constants[f"ens_v{k}_ends"] = [pad - view.dy + IMAGE_SIZE, pad - view.dx + IMAGE_SIZE]
-        nodes.append(helper.make_node("Slice", [padded, f"ens_v{k}_starts", f"ens_v{k}_ends", "ens_hw_axes"], [f"ens_v{k}"]))
+        top, left = pad - view.dy, pad - view.dx  # view[i, j] = face[i - dy, j - dx], the edge repeated
+        constants[f"ens_v{k}_starts"] = [top, left]
+        constants[f"ens_v{k}_ends"] = [top + IMAGE_SIZE, left + IMAGE_SIZE]
+        nodes.append(helper.make_node("Slice", [padded[view.mirror], f"ens_v{k}_starts", f"ens_v{k}_ends", "ens_hw_axes"], [f"ens_v{k}"]))
         names.append(f"ens_v{k}")
-    if len(names) == 1:
-        return [helper.make_node("Identity", names, [output])] + nodes, _int64_initializers(constants, numpy_helper)
-    nodes.append(helper.make_node("Concat", names, [output], axis=0))
-    return nodes, _int64_initializers(constants, numpy_helper)
-
-
-def _int64_initializers(constants: dict, numpy_helper) -> list:
-    return [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items()]
+    nodes.append(helper.make_node("Concat", names, [output], axis=0) if len(names) > 1 else helper.make_node("Identity", names, [output]))
+    return nodes, [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in constants.items()]
 
 
 def ensemble_average(models: list, flip: bool = True, weights: list[int] | None = None, views: tuple[View, ...] | None = None):
