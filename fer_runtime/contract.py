@@ -40,7 +40,7 @@ META_VERSION = "fer_version"
 META_INPUT = "input"  # what the input expects, in words and numbers
 META_EXTRA = "training"  # how training went: epochs, best epoch, hardware, world size, ...
 # written by fer-train optimize on a variant
-META_VARIANT = "variant"  # fp32-fast, int8, fp32-flip-average, fp32-ensemble or fp32-ensemble-flip-average
+META_VARIANT = "variant"  # fp32-fast, int8, fp32-flip-average, fp32-tta, fp32-ensemble or fp32-ensemble-flip-average
 META_FP32_TEST_ACCURACY = "fp32_test_accuracy"
 META_VARIANT_TEST_ACCURACY = "variant_test_accuracy"
 META_OPTIMIZATION = "optimization"  # the steps taken, the gate's verdict, the source file's hash
