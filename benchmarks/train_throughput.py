@@ -22,10 +22,10 @@ import torch
 
 from fer_runtime.io import default_data_path, load_source
 from fer_runtime.synthetic import make_faces
-from fer_train.augment import random_affine, random_erase
+from fer_train.augment import augment_batch
 from fer_train.config import TrainConfig
-from fer_train.models import create_model
-from fer_train.train import bf16_supported, build_optimizer, train_one_epoch
+from fer_train.speed import images_per_second
+from fer_train.train import bf16_supported
 
 BATCH = 64
 RECIPES = {  # the augmentation each model is trained with (docs/training.md)
@@ -53,24 +53,14 @@ def images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
 
 
-def config_for(model_name: str, bf16: bool = False, channels_last: bool = False) -> TrainConfig:
-    return TrainConfig(model=model_name, batch_size=BATCH, bf16=bf16, channels_last=channels_last, epochs=1, **RECIPES[model_name])
+def config_for(model_name: str) -> TrainConfig:
+    return TrainConfig(model=model_name, batch_size=BATCH, epochs=1, **RECIPES[model_name])
 
 
 def measure(model_name: str, bf16: bool, steps: int, channels_last: bool = False, compile: bool = False) -> float:
-    """Images per second of ``steps`` training steps after a warm-up (which, compiled, includes the compilation)."""
-    config = config_for(model_name, bf16, channels_last)
-    x, y = images(BATCH * steps)
-    torch.manual_seed(0)
-    model = create_model(model_name)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = build_optimizer(config, model, steps + 5)
-    net = torch.compile(model) if compile else model
-    train_one_epoch(net, optimizer, scheduler, x[:BATCH * 5], y[:BATCH * 5], config, epoch=0)  # warm-up (and compile)
-    start = time.perf_counter()
-    train_one_epoch(net, optimizer, scheduler, x, y, config, epoch=1)
-    return len(y) / (time.perf_counter() - start)
+    """Images per second of ``steps`` training steps after 5 of warm-up (which, compiled, includes the compilation)."""
+    return images_per_second(config_for(model_name), torch.device("cpu"), bf16, channels_last, images=images(BATCH * (steps + 5)),
+                             warm_up=5, timed=steps, compile=compile)
 
 
 def augmentation_rate(model_name: str, steps: int) -> float:
@@ -80,10 +70,7 @@ def augmentation_rate(model_name: str, steps: int) -> float:
     generator = torch.Generator().manual_seed(0)
     start = time.perf_counter()
     for i in range(steps):
-        xb = x[i * BATCH:(i + 1) * BATCH].float()
-        xb = random_affine(xb, generator, config.rotation, config.shift, config.flip, config.scale)
-        if config.erase > 0:
-            xb = random_erase(xb, generator, config.erase)
+        augment_batch(x[i * BATCH:(i + 1) * BATCH].float(), generator, config)
     return BATCH * steps / (time.perf_counter() - start)
 
 

@@ -63,3 +63,13 @@ def random_erase(x: torch.Tensor, generator: torch.Generator, p: float = 0.5, ar
               & ((cols >= left[:, None]) & (cols < (left + w)[:, None]))[:, None, :])  # (N, H, W)
     mask = (inside & (u[:, 4] < p)[:, None, None])[:, None].to(x.device)
     return torch.where(mask, noise.to(device=x.device, dtype=x.dtype), x)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, config) -> torch.Tensor:
+    """A training batch (N, C, H, W) in pixel units as a run's config augments it: the affine part when
+    ``config.augment``, then random erasing when ``config.erase`` > 0 (the order the draws are made in)."""
+    if config.augment:
+        x = random_affine(x, generator, config.rotation, config.shift, config.flip, config.scale)
+    if config.erase > 0:
+        x = random_erase(x, generator, config.erase)
+    return x

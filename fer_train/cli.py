@@ -168,7 +168,7 @@ def _fastest_path(config, reporter):
     import torch
 
     from . import distributed
-    from .speed import candidate_paths, fastest_path
+    from .speed import candidate_paths, describe, fastest_path
     from .train import pick_device
 
     device = distributed.device_for(pick_device(config.device))
@@ -177,8 +177,7 @@ def _fastest_path(config, reporter):
     paths = distributed.from_rank0(lambda: candidate_paths(device))  # the same on every rank, whatever its CPU
     chosen, rates = fastest_path(config, device, paths)
     chosen, rates = distributed.from_rank0(lambda: (chosen, rates))
-    best = max(rates, key=rates.get)
-    reporter.emit(EVENT_MESSAGE, text=f"--fast: {best} (training images/s on this machine: "
+    reporter.emit(EVENT_MESSAGE, text=f"--fast: {describe(chosen.bf16, chosen.channels_last)} (training images/s on this machine: "
                                       + ", ".join(f"{path} {rate:,.0f}" for path, rate in rates.items()) + ")")
     return chosen
 

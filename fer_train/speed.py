@@ -35,24 +35,29 @@ def describe(bf16: bool, channels_last: bool) -> str:
     return " + ".join((["bf16"] if bf16 else ["float32"]) + (["channels-last"] if channels_last else []))
 
 
-def images_per_second(config: TrainConfig, device: torch.device, bf16: bool, channels_last: bool) -> float:
-    """Training images per second of ``config``'s model and augmentation on this path, over a few steps."""
+def images_per_second(config: TrainConfig, device: torch.device, bf16: bool, channels_last: bool, *, images=None,
+                      warm_up: int = WARM_UP_STEPS, timed: int = TIMED_STEPS, compile: bool = False) -> float:
+    """Training images per second of ``config``'s model, augmentation and schedule on this path, over ``timed``
+    steps after ``warm_up`` (which, with ``compile``, includes torch.compile's compilation). ``images``: uint8
+    images (N, 1, 48, 48) and labels, at least ``warm_up + timed`` batches; else generated faces."""
     batch = min(config.batch_size, BATCH_LIMIT)
-    trial = dataclasses.replace(config, bf16=bf16, channels_last=channels_last, batch_size=batch, epochs=1, schedule="none")
-    faces, labels = make_faces(batch * (WARM_UP_STEPS + TIMED_STEPS), seed=0)
-    x = torch.from_numpy(faces).unsqueeze(1).to(device)
-    y = torch.from_numpy(labels.astype("int64")).to(device)
+    trial = dataclasses.replace(config, bf16=bf16, channels_last=channels_last, batch_size=batch, epochs=1)
+    if images is None:
+        faces, labels = make_faces(batch * (warm_up + timed), seed=0)
+        images = torch.from_numpy(faces).unsqueeze(1), torch.from_numpy(labels.astype("int64"))
+    x, y = (t[:batch * (warm_up + timed)].to(device) for t in images)
     torch.manual_seed(0)
     model = create_model(config.model, **config.model_kwargs).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer, scheduler = build_optimizer(trial, model, WARM_UP_STEPS + TIMED_STEPS)
-    warm = batch * WARM_UP_STEPS
-    train_one_epoch(model, optimizer, scheduler, x[:warm], y[:warm], trial, epoch=0)
+    optimizer, scheduler = build_optimizer(trial, model, warm_up + timed)
+    net = torch.compile(model) if compile else model
+    warm = batch * warm_up
+    train_one_epoch(net, optimizer, scheduler, x[:warm], y[:warm], trial, epoch=0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    train_one_epoch(model, optimizer, scheduler, x[warm:], y[warm:], trial, epoch=1)
+    train_one_epoch(net, optimizer, scheduler, x[warm:], y[warm:], trial, epoch=1)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return (len(y) - warm) / (time.perf_counter() - start)

@@ -33,7 +33,7 @@ from fer_runtime.contract import EVENT_DONE, EVENT_EPOCH, EVENT_INTERRUPTED, EVE
 from fer_runtime.io import Split
 
 from . import distributed
-from .augment import random_affine, random_erase
+from .augment import augment_batch
 from .checkpoint import load_checkpoint, load_parent, save_checkpoint
 from .config import TrainConfig, check_same_split
 from .data import load_splits
@@ -193,10 +193,7 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
         batch = order[step * config.batch_size:(step + 1) * config.batch_size]  # the global batch
         idx = distributed.shard(batch)  # this rank's part of it
         xb, yb = x[idx].float(), y[idx]
-        if config.augment:
-            xb = random_affine(xb, generator, config.rotation, config.shift, config.flip, config.scale)
-        if config.erase > 0:
-            xb = random_erase(xb, generator, config.erase)
+        xb = augment_batch(xb, generator, config)
         if config.channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, use_bf16):

@@ -184,10 +184,10 @@ def test_train_seed_trains_another_model_on_the_same_validation_split(demo_csv, 
 def test_a_fine_tuning_run_draws_new_augmentation_not_its_parents_again(demo_csv, tmp_path, monkeypatch):
     """With the same seed, cycle 2 must not replay cycle 1's order, shifts and erased rectangles epoch for epoch: it
     draws what epoch 3 of one long run would, and a chain of fine-tunings goes on counting."""
-    import fer_train.train as train_module
+    import fer_train.augment as augment_module  # train_one_epoch erases through augment_batch
 
-    real, seen = train_module.random_erase, []
-    monkeypatch.setattr(train_module, "random_erase", lambda x, *a, **kw: seen.append(out := real(x, *a, **kw)) or out)
+    real, seen = augment_module.random_erase, []
+    monkeypatch.setattr(augment_module, "random_erase", lambda x, *a, **kw: seen.append(out := real(x, *a, **kw)) or out)
 
     def batches(name, **kw):  # the augmented batches of every epoch of a run
         seen.clear()
