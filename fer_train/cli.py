@@ -25,48 +25,70 @@ from rich.markup import escape
 from fer_runtime.contract import EVENT_ERROR, EVENT_MESSAGE
 from fer_runtime.io import DataError
 
-from .config import OPTIMIZERS, SCHEDULES, TrainConfig
+from .config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 
 SUBCOMMANDS = ("evaluate", "export", "data", "explain", "optimize", "report")
 
-SEMI_ONLY_FLAGS = ("--threshold", "--labeled-fraction", "--rounds", "--epochs-per-round", "--arms", "--class-thresholds",
+SEMI_ONLY_FLAGS = ("--threshold", "--labeled-fraction", "--rounds", "--epochs-per-round", "--first-round-epochs", "--arms", "--class-thresholds",
                    "--fixmatch-threshold", "--fixmatch-mu", "--fixmatch-weight", "--parallel-arms")
+
+
+def _recipe_default(field: str) -> str:
+    """Help text: a flag's value in each recipe, e.g. "default recipe: 40; --recipe study: 20"."""
+    def show(value):
+        return {True: "on", False: "off", None: "as --epochs-per-round"}.get(value, value) if not isinstance(value, float) else f"{value:g}"
+    values = {name: RECIPES[name].get(field, getattr(TrainConfig, field)) for name in RECIPES}
+    return "; ".join(f"{'default recipe' if name == 'default' else f'--recipe {name}'}: {show(v)}" for name, v in values.items())
+
+
+def _apply_recipe(args: argparse.Namespace) -> None:
+    """Fill the flags left unset (None) from ``--recipe`` (RECIPES; ``default`` when none is named)."""
+    recipe = RECIPES[args.recipe]
+    for name, value in recipe.items():
+        if getattr(args, name, value) is None:
+            setattr(args, name, value)
 
 
 def _train_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
+    r = _recipe_default
     p = argparse.ArgumentParser(prog="fer-train", description="Train a facial-expression classifier on FER2013 (or any supported data).",
                                 epilog="Other commands: fer-train evaluate MODEL | export RUN --name NAME | data [PATH] | explain RUN | optimize MODEL.onnx | report. "
                                        "Add --help after one for its options. "
                                        "On several processes or machines: torchrun --nproc-per-node N -m fer_train ... (docs/distributed.md).")
     p.add_argument("--model", default=d.model, help="registered model name (default: %(default)s)")
     p.add_argument("--data", default=None, help="FER2013 CSV (.csv or .csv.gz), course-format CSV or image folder; default: $FER_DATA or ../shared/data/fer2013")
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="default",
+                   help="the settings every flag below starts from. default: one-cycle Adam with flips, rotation ±15°, shifts 0.1, "
+                        "label smoothing 0.1 and erasing, 40 epochs, on the fastest training path (what trained the shipped cnn); "
+                        "study: the study's recipe (Adam 1e-3, batch 64, rotation ±40°, shifts 0.2, no schedule, 20 epochs). "
+                        "Flags given override it (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=None, help=f"({r('epochs')})")
     p.add_argument("--batch-size", type=int, default=d.batch_size,
                    help="images per optimizer step (default: %(default)s); under torchrun the global batch: each of the N "
                         "processes takes batch/N, so it must divide by N")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=f"({r('optimizer')})")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: adam 1e-3, adadelta 1.0, sgd 0.05)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning-rate schedule, stepped per batch")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--schedule", choices=SCHEDULES, default=None, help=f"learning-rate schedule, stepped per batch ({r('schedule')})")
+    p.add_argument("--label-smoothing", type=float, default=None, help=f"({r('label_smoothing')})")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="turn off the study's rotation and shifts")
-    p.add_argument("--rotation", type=float, default=d.rotation, help="max rotation in degrees (default: %(default)s)")
-    p.add_argument("--shift", type=float, default=d.shift, help="max shift as a fraction of the size (default: %(default)s)")
-    p.add_argument("--flip", action="store_true", help="random horizontal flips")
+    p.add_argument("--rotation", type=float, default=None, help=f"max rotation in degrees ({r('rotation')})")
+    p.add_argument("--shift", type=float, default=None, help=f"max shift as a fraction of the size ({r('shift')})")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help=f"random horizontal flips ({r('flip')})")
     p.add_argument("--scale", type=float, default=d.scale, metavar="S",
                    help="random zoom by a factor from 1-S to 1+S, like a random resized crop (default: %(default)s, off)")
-    p.add_argument("--erase", type=float, default=d.erase, metavar="P",
-                   help="random erasing: each training image gets a noise rectangle (2-25 %% of it) with probability P (default: off)")
+    p.add_argument("--erase", type=float, default=None, metavar="P",
+                   help=f"random erasing: each training image gets a noise rectangle (2-25 %% of it) with probability P ({r('erase')})")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the validation split, and of the training unless --train-seed")
     p.add_argument("--train-seed", type=int, default=None, help="seed of the initial weights, data order, augmentation and dropout "
                    "(default: --seed); another value trains an independent model on the same validation split")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (CPUs with AVX512-BF16/AMX, or CUDA)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory layout for convolutions (faster on most CPUs)")
-    p.add_argument("--fast", action="store_true", help="time a few training steps of each path (channels-last; bf16 with and without "
+    p.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None, help="time a few training steps of each path (channels-last; bf16 with and without "
                    "it where the CPU has bf16 instructions, or on CUDA) and train on the fastest, recorded in config.json "
-                   "(docs/training.md#training-speed)")
+                   f"(docs/training.md#training-speed) ({r('fast')})")
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores; under torchrun, per process: the cores shared out)")
     p.add_argument("--limit-train", type=int, default=None, help="use only the first N training images (quick tries)")
@@ -90,15 +112,17 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", choices=("auto", "rich", "plain", "json"), default="auto",
                    help="json: one JSON object per line on stdout, for programs (the TUI)")
     semi = p.add_argument_group("semi-supervised training (--semi)", "hide the labels of part of the training set, train by "
-                                "self-training and compare with the labeled part alone; every arm trains rounds × epochs-per-round epochs")
+                                "self-training and compare with the labeled part alone; every arm trains first-round-epochs + (rounds - 1) × epochs-per-round epochs")
     semi.add_argument("--semi", action="store_true", help="semi-supervised run (folder runs/semi-<model>-<time>)")
     semi.add_argument("--threshold", dest="semi_threshold", type=float, default=d.semi_threshold,
                       help="admit an unlabeled image when its top softmax probability is strictly greater than this (default: %(default)s)")
     semi.add_argument("--labeled-fraction", dest="semi_labeled_fraction", type=float, default=d.semi_labeled_fraction,
                       help="share of every class that keeps its label, stratified and seeded (default: %(default)s)")
-    semi.add_argument("--rounds", dest="semi_rounds", type=int, default=d.semi_rounds, help="self-training rounds (default: %(default)s)")
-    semi.add_argument("--epochs-per-round", dest="semi_epochs_per_round", type=int, default=d.semi_epochs_per_round,
-                      help="epochs between two selections (default: %(default)s)")
+    semi.add_argument("--rounds", dest="semi_rounds", type=int, default=None, help=f"self-training rounds, the first included ({r('semi_rounds')})")
+    semi.add_argument("--first-round-epochs", dest="semi_first_round_epochs", type=int, default=None,
+                      help=f"epochs before the first selection, so that the model is confident when pseudo-labels start ({r('semi_first_round_epochs')})")
+    semi.add_argument("--epochs-per-round", dest="semi_epochs_per_round", type=int, default=None,
+                      help=f"epochs between two selections after the first ({r('semi_epochs_per_round')})")
     semi.add_argument("--arms", dest="semi_arms", type=lambda s: [a.strip() for a in s.split(",") if a.strip()], default=",".join(d.semi_arms),
                       help="comma-separated: baseline, self-training, per-class, fixmatch (default: %(default)s)")
     semi.add_argument("--class-thresholds", dest="semi_class_thresholds", default=d.semi_class_thresholds,
@@ -133,7 +157,7 @@ def train_main(argv: list[str]) -> int:
         reporter = distributed.rank_reporter(reporter)  # rank 0 reports for the group; the others only their errors
         try:
             config, run_dir, resume = distributed.from_rank0(lambda: _plan_run(args, argv))
-            if args.fast and not resume:  # a resumed run keeps the path its config.json records
+            if config.fast and not resume:  # a resumed run keeps the path its config.json records
                 config = _fastest_path(config, reporter)
             if config.semi:
                 from .semi import train_semi
@@ -202,11 +226,22 @@ def _plan_run(args: argparse.Namespace, argv: list[str]) -> tuple[TrainConfig, P
             if torchrun:
                 raise ValueError(f"{run_dir} is a --semi run: not for torchrun; resume it as one process (python -m fer_train --resume ...)")
             if epochs_given:
-                raise ValueError("a --semi run's budget is its --rounds × --epochs-per-round; --epochs does not apply")
-        elif epochs_given:  # extend the run
+                raise ValueError("a --semi run's budget is its rounds (--first-round-epochs, --rounds, --epochs-per-round); --epochs does not apply")
+            if _given(argv, ("--arms",)):  # more arms for a run that has some: they start from its shared first round
+                kept = [arm for arm in config.semi_arms if arm not in args.semi_arms]
+                if kept:
+                    raise ValueError(f"--resume {run_dir} --arms: arms can be added, not dropped; the run has "
+                                     f"{', '.join(config.semi_arms)}, so also name {', '.join(kept)}")
+                config.semi_arms = list(args.semi_arms)
+        elif epochs_given:  # extend the run (or end it sooner)
+            if args.epochs > config.epochs and config.schedule != "none":
+                raise ValueError(f"--resume {run_dir} --epochs {args.epochs}: the run has {config.epochs} epochs and its {config.schedule} "
+                                 f"schedule was sized for them; to train on, start from its best weights with a new schedule: "
+                                 f"fer-train --init-from {run_dir} --epochs N")
             config.epochs = args.epochs
         distributed.check_global_batch(config.batch_size)
         return config, run_dir, True
+    _apply_recipe(args)
     fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     config = TrainConfig(**fields)
     stray = _given(argv, SEMI_ONLY_FLAGS)
@@ -225,7 +260,7 @@ def _plan_run(args: argparse.Namespace, argv: list[str]) -> tuple[TrainConfig, P
         from .semi import new_semi_run_dir
 
         if _given(argv, ("--epochs",)):
-            raise ValueError("with --semi every arm trains --rounds × --epochs-per-round epochs; drop --epochs")
+            raise ValueError("with --semi every arm trains --first-round-epochs + (--rounds - 1) × --epochs-per-round epochs; drop --epochs")
         return config, Path(args.run_dir) if args.run_dir else new_semi_run_dir(config, args.runs_root), False
     return config, Path(args.run_dir) if args.run_dir else new_run_dir(config, args.runs_root), False
 

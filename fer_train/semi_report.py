@@ -14,6 +14,8 @@ import numpy as np
 
 from fer_runtime.contract import CLASS_NAMES
 
+from .semi.settings import describe_rounds, first_round
+
 ARM_TITLES = {"baseline": "labeled part only", "self-training": "self-training", "per-class": "self-training, per-class thresholds",
               "fixmatch": "FixMatch-style consistency"}
 MAIN_ARM_ORDER = ("self-training", "per-class", "fixmatch", "baseline")
@@ -42,11 +44,20 @@ def _arm_wall(history: list[dict], rounds: list[dict]) -> float:
     return round(sum(h["seconds"] for h in history) + sum(r.get("select_seconds", 0.0) for r in rounds), 1)
 
 
+def rounds_text(settings: dict) -> str:
+    """E.g. "4 rounds × 5 epochs", from :func:`settings` (older files lack ``rounds_text``)."""
+    return settings.get("rounds_text") or f"{settings['rounds']} rounds × {settings['epochs_per_round']} epochs"
+
+
 def settings(config) -> dict:
     """The settings of a semi-supervised run, as ``semi.json`` (and the exported model's metadata) records them."""
     return {"model": config.model, "threshold": config.semi_threshold, "rule": "admit when p_max > threshold (strictly greater)",
             "labeled_fraction": config.semi_labeled_fraction, "rounds": config.semi_rounds,
-            "epochs_per_round": config.semi_epochs_per_round, "epochs": config.epochs, "arms": list(config.semi_arms),
+            "epochs_per_round": config.semi_epochs_per_round, "first_round_epochs": first_round(config),
+            "rounds_text": describe_rounds(config), "epochs": config.epochs, "arms": list(config.semi_arms), "recipe": config.recipe,
+            "schedule": config.schedule, "augmentation": {"rotation": config.rotation, "shift": config.shift, "flip": config.flip,
+                                                          "erase": config.erase, "label_smoothing": config.label_smoothing},
+            "channels_last": config.channels_last,
             "class_thresholds": config.semi_class_thresholds, "fixmatch_threshold": config.fixmatch_threshold,
             "fixmatch_mu": config.fixmatch_mu, "fixmatch_weight": config.fixmatch_weight, "seed": config.seed,
             "batch_size": config.batch_size, "optimizer": config.optimizer, "lr": config.learning_rate, "bf16": config.bf16}
@@ -143,7 +154,7 @@ def markdown_report(summary: dict) -> str:
     parts = [f"# Semi-supervised training: {s['model']}, {d['labeled']:,} labeled + {d['unlabeled']:,} unlabeled images",
              "",
              f"Rule: admit an unlabeled image when its top softmax probability is strictly greater than {s['threshold']}; "
-             f"{s['rounds']} rounds × {s['epochs_per_round']} epochs for every arm; seed {s['seed']}. Every arm is judged by its "
+             f"{rounds_text(s)} for every arm; seed {s['seed']}. Every arm is judged by its "
              f"final model on {d['val']:,} validation images; Δ is against the baseline on the same images.",
              "", markdown_table(summary), ""]
     for arm, a in summary["arms"].items():
@@ -165,7 +176,7 @@ def plot_comparison(collected: dict[str, dict], settings: dict, path: str | Path
     labels = {arm: ARM_TITLES.get(arm, arm) + (f" (p > {settings['threshold']})" if arm == "self-training" else "") for arm in collected}
     return plot_curves({labels[a]: c["history"] for a, c in collected.items()}, path,
                        title=f"{settings['model']}: {settings['labeled_fraction']:g} of the labels, "
-                             f"{settings['rounds']} rounds × {settings['epochs_per_round']} epochs")
+                             f"{rounds_text(settings)}")
 
 
 def plot_rounds(collected: dict[str, dict], path: str | Path) -> Path | None:

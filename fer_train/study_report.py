@@ -152,8 +152,8 @@ def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
     files += [rounds.name] if rounds else []
     st, data = semi["settings"], semi["data"]
     lines = [f"Self-training (`{name}`, {st['model']}): {data['labeled']:,} labeled and {data['unlabeled']:,} unlabeled training images; "
-             f"admit an unlabeled image when p_max > {st['threshold']}, reselected after every round; {st['rounds']} rounds × "
-             f"{st['epochs_per_round']} epochs for every arm. Every arm is judged by its final model; Δ is paired, on the same images.",
+             f"admit an unlabeled image when p_max > {st['threshold']}, reselected after every round; "
+             f"{semi_report.rounds_text(st)} for every arm. Every arm is judged by its final model; Δ is paired, on the same images.",
              "", semi_report.markdown_table(semi)]
     for arm, a in semi["arms"].items():
         if a.get("rounds"):

@@ -100,7 +100,7 @@ def test_scale_and_fast_reach_the_run(demo_csv, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(speed, "images_per_second", fake_rate)
     run = tmp_path / "fast"
     args = ["--data", str(demo_csv), "--model", "fernet", "--epochs", "1", "--limit-train", "64", "--limit-val", "32",
-            "--scale", "0.2", "--fast", "--threads", "1", "--no-export", "--progress", "plain", "--run-dir", str(run)]
+            "--scale", "0.2", "--fast", "--schedule", "none", "--threads", "1", "--no-export", "--progress", "plain", "--run-dir", str(run)]
     assert cli_main(args) == 0
     has_bf16 = bf16_supported(torch.device("cpu"))
     assert timed == ([(False, True), (True, False), (True, True)] if has_bf16 else [(False, True)])

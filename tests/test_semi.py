@@ -176,12 +176,45 @@ def test_a_pseudo_label_arm_follows_the_baselines_learning_rate_epoch_by_epoch(d
     assert selftrain[-1]["lr"] < 0.05 * config.lr  # the cycle ends with the budget (it stayed near the peak before)
 
 
-def test_sharing_the_first_round_changes_nothing(demo_csv, tmp_path):
-    config = _config(demo_csv, semi_rounds=2, semi_arms=["baseline", "self-training"])
+@pytest.mark.parametrize("schedule,first", [("none", None), ("onecycle", 2)])
+def test_sharing_the_first_round_changes_nothing(demo_csv, tmp_path, schedule, first):
+    config = _config(demo_csv, semi_rounds=2, semi_arms=["baseline", "self-training"], schedule=schedule, semi_first_round_epochs=first,
+                     semi_threshold=0.15)
     shared = train_semi(config, tmp_path / "shared", _quiet(), export=False)
     alone = train_semi(config, tmp_path / "alone", _quiet(), export=False, share_first_round=False)
     assert (shared.run_dir / "shared-round-1").exists() and not (alone.run_dir / "shared-round-1").exists()
     _assert_same_weights(_weights(shared.run_dir / "self-training"), _weights(alone.run_dir / "self-training"))
+    rounds = [json.loads((d / "self-training" / "rounds.json").read_text()) for d in (shared.run_dir, alone.run_dir)]
+    assert _without_timings(rounds[0]) == _without_timings(rounds[1])
+
+
+def test_a_long_first_round_then_a_selection_after_every_round(demo_csv, tmp_path):
+    # round 1 of 3 epochs, then 2 rounds of 2: selections after epochs 3, 5 and 7
+    config = _config(demo_csv, semi_first_round_epochs=3, semi_rounds=3, semi_epochs_per_round=2, semi_arms=["self-training"])
+    result = train_semi(config, tmp_path / "run", _quiet(), export=False)
+    history = json.loads((tmp_path / "run" / "self-training" / "history.json").read_text())
+    rounds = json.loads((tmp_path / "run" / "self-training" / "rounds.json").read_text())
+    assert result.summary["arms"]["self-training"]["epochs"] == 7 and [h["epoch"] for h in history] == list(range(1, 8))
+    assert [h["round"] for h in history] == [1, 1, 1, 2, 2, 3, 3]
+    assert [(r["round"], r["epoch"], r["used_in_round"]) for r in rounds] == [(1, 3, 2), (2, 5, 3), (3, 7, None)]
+    images = [h["train_images"] for h in history]
+    assert len(set(images[:3])) == 1 and min(images[3:]) > images[0]  # threshold 0: every unlabeled image joins after round 1
+    assert "round 1 of 3 epochs, then 2 rounds × 2 epochs" in (tmp_path / "run" / "comparison.md").read_text()
+
+
+def test_resume_adds_an_arm_from_the_shared_first_round_and_refuses_to_drop_one(demo_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    train_semi(_config(demo_csv, semi_rounds=2, semi_threshold=0.15), run, _quiet(), export=False)
+    first = json.loads((run / "semi.json").read_text())
+    assert cli_main(["--resume", str(run), "--arms", "baseline,self-training,per-class", "--progress", "plain", "--no-export"]) == 0
+    summary = json.loads((run / "semi.json").read_text())
+    assert list(summary["arms"]) == ["baseline", "self-training", "per-class"]
+    for arm in ("baseline", "self-training"):  # the arms it had are not trained again
+        assert summary["arms"][arm] == first["arms"][arm]
+    added = json.loads((run / "per-class" / "history.json").read_text())
+    assert [h.get("shared", False) for h in added] == [True, False] and json.loads((run / "config.json").read_text())["semi_arms"][-1] == "per-class"
+    assert cli_main(["--resume", str(run), "--arms", "per-class", "--progress", "plain", "--no-export"]) == 2
+    assert "arms can be added, not dropped; the run has baseline, self-training, per-class, so also name baseline, self-training" in capsys.readouterr().err
 
 
 def test_parallel_arms_reach_the_same_weights_as_one_after_the_other(demo_csv, tmp_path, capfd):
@@ -200,7 +233,7 @@ def test_parallel_arms_reach_the_same_weights_as_one_after_the_other(demo_csv, t
 
 def test_sigterm_stops_every_parallel_arm_and_resume_finishes(demo_csv, tmp_path):
     run = tmp_path / "run"
-    code, last = sigterm_after_event(["--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "40", "--epochs-per-round", "1",
+    code, last = sigterm_after_event(["--semi", "--recipe", "study", "--data", str(demo_csv), "--model", "dnn", "--rounds", "40", "--epochs-per-round", "1",
                                       "--parallel-arms", "--threads", "1", "--run-dir", str(run), "--no-export"],
                                      every_arm_ended_an_epoch(("baseline", "self-training")))
     assert code == 130 and last["event"] == "interrupted"
@@ -218,7 +251,7 @@ def test_a_killed_parallel_arm_is_named_in_a_clean_error_and_resume_finishes_it(
         assert len(arms) == 2, arms
         os.kill(arms[0], signal.SIGKILL)  # as the out-of-memory killer would
 
-    code, events, err = act_after_event(["--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "12", "--epochs-per-round", "1",
+    code, events, err = act_after_event(["--semi", "--recipe", "study", "--data", str(demo_csv), "--model", "dnn", "--rounds", "12", "--epochs-per-round", "1",
                                          "--parallel-arms", "--threads", "1", "--run-dir", str(run), "--no-export"], "epoch", kill_one_arm)
     assert code == 1 and "Traceback" not in err, err
     done = {arm: load_checkpoint(run / arm, "last")["epoch"] if (run / arm / "last.pt").exists() else 0 for arm in ("baseline", "self-training")}
@@ -262,7 +295,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights(demo_csv, tmp_path, monk
 
 def test_sigterm_stops_a_semi_run_that_resume_then_finishes(demo_csv, tmp_path):
     run = tmp_path / "run"
-    code, last = sigterm_after_event(["--semi", "--data", str(demo_csv), "--model", "dnn", "--rounds", "30", "--epochs-per-round", "1",
+    code, last = sigterm_after_event(["--semi", "--recipe", "study", "--data", str(demo_csv), "--model", "dnn", "--rounds", "30", "--epochs-per-round", "1",
                                       "--arms", "self-training,fixmatch", "--threads", "1", "--run-dir", str(run), "--no-export"], "round")
     assert code == 130
     assert last["event"] == "interrupted" and last["arm"] == "self-training"
@@ -294,7 +327,7 @@ def test_a_stop_signal_ends_a_fixmatch_epoch_between_batches(demo_csv, monkeypat
 
 def test_cli_semi_run_writes_the_comparison_and_streams_rounds(demo_csv, tmp_path, capsys):
     run = tmp_path / "run"
-    code = cli_main(["--semi", "--threshold", "0.15", "--data", str(demo_csv), "--model", "dnn", "--rounds", "2", "--epochs-per-round", "1",
+    code = cli_main(["--semi", "--recipe", "study", "--threshold", "0.15", "--data", str(demo_csv), "--model", "dnn", "--rounds", "2", "--epochs-per-round", "1",
                      "--arms", "self-training,baseline,per-class,fixmatch", "--fixmatch-threshold", "0.15", "--batch-size", "32", "--threads", "1",
                      "--run-dir", str(run), "--progress", "json", "--export", "semi-tiny", "--export-dir", str(tmp_path / "exported")])
     assert code == 0
@@ -345,7 +378,25 @@ def test_settings_a_user_can_get_wrong(demo_csv, capsys):
         semi_config(_config(demo_csv, semi_class_thresholds="0.5,0.5"))
     assert semi_config(_config(demo_csv, semi_class_thresholds="0.5, 0.2,0.4,0.6,0.5,0.5,0.5")).semi_class_thresholds[1] == 0.2
     assert semi_config(_config(demo_csv, semi_rounds=3, semi_epochs_per_round=2)).epochs == 6
+    assert semi_config(_config(demo_csv, semi_rounds=3, semi_epochs_per_round=2, semi_first_round_epochs=5)).epochs == 9
+    with pytest.raises(ValueError, match="--first-round-epochs must be at least 1, got 0"):
+        semi_config(_config(demo_csv, semi_first_round_epochs=0))
     assert cli_main(["--semi", "--epochs", "3", "--data", str(demo_csv), "--progress", "plain"]) == 2
     assert "drop --epochs" in capsys.readouterr().err
     assert cli_main(["--threshold", "0.5", "--data", str(demo_csv), "--progress", "plain"]) == 2
     assert "--threshold: only for semi-supervised runs; add --semi" in capsys.readouterr().err
+
+
+def test_the_default_semi_command_has_a_long_first_round_and_the_study_recipe_is_one_flag_away(tmp_path):
+    from fer_train.cli import _plan_run, _train_parser
+
+    def planned(*argv):
+        args = ["--semi", "--threshold", "0.45", *argv, "--run-dir", str(tmp_path / "run")]
+        return semi_config(_plan_run(_train_parser().parse_args(args), args)[0])
+
+    default, study = planned(), planned("--recipe", "study")
+    assert (default.semi_first_round_epochs, default.semi_rounds, default.semi_epochs_per_round, default.epochs) == (25, 6, 5, 50)
+    assert (default.schedule, default.flip, default.rotation) == ("onecycle", True, 15.0)
+    assert (study.semi_first_round_epochs, study.semi_rounds, study.semi_epochs_per_round, study.epochs) == (None, 4, 5, 20)
+    assert (study.schedule, study.flip, study.rotation, study.shift) == ("none", False, 40.0, 0.2)
+    assert planned("--first-round-epochs", "10", "--rounds", "2").epochs == 15

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -238,7 +239,7 @@ def test_init_from_refuses_another_model_or_another_validation_split(demo_csv, t
         train(_config(demo_csv, init_from=str(parent.run_dir), **change), tmp_path / "child", Reporter("plain"), export=False)
 
 
-def test_sigterm_keeps_completed_epochs_and_resume_finishes(demo_csv, tmp_path):
+def test_sigterm_keeps_completed_epochs_and_resume_finishes(demo_csv, tmp_path, capsys):
     run = tmp_path / "run"
     code, last = sigterm_after_event(["--data", str(demo_csv), "--epochs", "40", "--limit-train", "96", "--limit-val", "48",
                                       "--threads", "1", "--run-dir", str(run), "--no-export"], "epoch")
@@ -248,6 +249,10 @@ def test_sigterm_keeps_completed_epochs_and_resume_finishes(demo_csv, tmp_path):
     assert done == last["epoch"] >= 1
     assert cli_main(["--resume", str(run), "--epochs", str(done + 1), "--progress", "plain", "--no-export"]) == 0
     assert load_checkpoint(run, "last")["epoch"] == done + 1
+    # a one-cycle run (the default recipe's) ends its learning rate with its budget: extending it is refused, with the way on
+    assert cli_main(["--resume", str(run), "--epochs", "41", "--progress", "plain", "--no-export"]) == 2
+    assert (f"--resume {run} --epochs 41: the run has {done + 1} epochs and its onecycle schedule was sized for them; to train on, "
+            f"start from its best weights with a new schedule: fer-train --init-from {run} --epochs N") in capsys.readouterr().err
 
 
 def test_export_fails_loudly_when_onnxruntime_disagrees(tmp_path, faces):
@@ -306,3 +311,32 @@ def test_evaluate_writes_tables_json_and_png(demo_csv, tmp_path):
         assert data["count"] == 140 and sum(map(sum, data["confusion"])) == 140  # the whole PublicTest split
         assert abs(data["accuracy"] - np.trace(np.array(data["confusion"])) / 140) < 1e-9
         assert ev.png_path.stat().st_size > 1000
+
+
+def _planned(tmp_path, *argv: str) -> TrainConfig:
+    """The config ``fer-train ARGV`` would train with (nothing is trained)."""
+    from fer_train.cli import _plan_run, _train_parser
+
+    args = [*argv, "--run-dir", str(tmp_path / "run")]
+    return _plan_run(_train_parser().parse_args(args), args)[0]
+
+
+def test_plain_fer_train_gets_the_default_recipe_and_the_study_is_one_flag_away(tmp_path):
+    default = _planned(tmp_path)
+    assert default.recipe == "default" and default.epochs == 40 and default.fast
+    assert (default.optimizer, default.learning_rate, default.schedule, default.batch_size) == ("adam", 1e-3, "onecycle", 64)
+    assert (default.rotation, default.shift, default.flip, default.label_smoothing, default.erase) == (15.0, 0.1, True, 0.1, 0.5)
+
+    study = _planned(tmp_path, "--recipe", "study")
+    assert study.recipe == "study" and study.epochs == 20 and not study.fast
+    assert (study.optimizer, study.learning_rate, study.schedule, study.batch_size) == ("adam", 1e-3, "none", 64)
+    assert (study.rotation, study.shift, study.flip, study.label_smoothing, study.erase) == (40.0, 0.2, False, 0.0, 0.0)
+
+    # a flag given wins over the recipe, whichever way it points
+    mixed = _planned(tmp_path, "--recipe", "study", "--flip", "--epochs", "3", "--rotation", "10", "--fast")
+    assert (mixed.flip, mixed.epochs, mixed.rotation, mixed.shift, mixed.fast) == (True, 3, 10.0, 0.2, True)
+    plain = _planned(tmp_path, "--no-flip", "--no-fast", "--schedule", "none", "--erase", "0")
+    assert (plain.flip, plain.fast, plain.schedule, plain.erase, plain.rotation) == (False, False, "none", 0.0, 15.0)
+    assert TrainConfig.from_recipe("study", epochs=3) == dataclasses.replace(study, epochs=3)  # the same recipe from Python
+    with pytest.raises(ValueError, match="recipe must be one of default, study, got 'fast'"):
+        TrainConfig.from_recipe("fast")

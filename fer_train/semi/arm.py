@@ -27,7 +27,7 @@ from ..train import (
     train_one_epoch,
 )
 from .selection import PseudoLabelAudit, Selection, SemiData, select_confident, thresholds_for, training_set, unlabeled_probabilities
-from .settings import PSEUDO_LABEL_ARMS, SHARED_ROUND
+from .settings import PSEUDO_LABEL_ARMS, SHARED_ROUND, ends_round, first_round, round_of
 
 
 @dataclass
@@ -88,7 +88,9 @@ class ArmRun:
         self.arm, self.data, self.audit, self.config, self.reporter = arm, data, audit, config, reporter
         self.dir = run_dir / arm
         self.shared = run_dir / SHARED_ROUND
-        self.share = share_first_round and arm != "fixmatch" and config.schedule == "none"
+        # round 1 has no pseudo-labels: the same in every arm but FixMatch, whose steps differ (a learning-rate
+        # schedule too: EpochPaced gives the pseudo-label arms the baseline's, step by step while none is admitted)
+        self.share = share_first_round and arm != "fixmatch"
         torch.manual_seed(config.weights_seed)  # the initial weights, the same for every arm
         self.model = create_model(config.model, **config.model_kwargs).to(data.labeled_x.device)
         labeled_steps = math.ceil(len(data.labeled_y) / config.batch_size)
@@ -122,12 +124,12 @@ class ArmRun:
     def run(self, epochs_after: int = 0) -> None:
         """The remaining epochs; ``epochs_after`` (of arms still to come) only feeds the time estimate."""
         config, data, state = self.config, self.data, self.state
-        per_round, total = config.semi_epochs_per_round, config.epochs
+        total = config.epochs
         if self._unreported_round:
             self.reporter.emit(EVENT_ROUND, **state.rounds[-1])
             self._unreported_round = False
         for epoch in range(state.epoch + 1, total + 1):
-            round_no = (epoch - 1) // per_round + 1
+            round_no = round_of(epoch, config)
             t0 = time.perf_counter()
             extra = {}
             if self.arm == "fixmatch":
@@ -154,9 +156,9 @@ class ArmRun:
             state.epoch = epoch
             if is_best:
                 save_checkpoint(self.dir / "best.pt", **self._state_fields())
-            if self.share and epoch == per_round and not (self.shared / "last.pt").exists():
+            if self.share and epoch == first_round(config) and not (self.shared / "last.pt").exists():
                 self._share_first_round()
-            ended = epoch % per_round == 0 and self.arm != "baseline"
+            ended = ends_round(epoch, config) and self.arm != "baseline"
             if ended:
                 self._end_round(epoch)
             self._save_last()
@@ -194,7 +196,7 @@ class ArmRun:
         seconds = time.perf_counter() - t0
         grade = self.audit.grade(new)  # after the selection is fixed: logged, never fed back
         previous = state.selection.index
-        round_no = epoch // config.semi_epochs_per_round
+        round_no = round_of(epoch, config)
         last = state.history[-1]
         record = {
             "arm": self.arm, "round": round_no, "rounds": config.semi_rounds, "epoch": epoch,

@@ -34,7 +34,7 @@ from ..train import (
 )
 from .arm import ArmRun
 from .selection import prepare
-from .settings import SHARED_ROUND, new_semi_run_dir, semi_config
+from .settings import SHARED_ROUND, describe_rounds, first_round, new_semi_run_dir, semi_config
 
 
 @dataclass
@@ -172,7 +172,7 @@ def train_semi(config: TrainConfig, run_dir: str | Path | None = None, reporter:
                   semi=True, arms=arms, unlabeled_size=len(audit), labeled_per_class=labeled_counts)
     reporter.emit(EVENT_MESSAGE, text=f"semi-supervised: {len(data.labeled_y):,} labeled and {len(audit):,} unlabeled training images "
                                   f"(labeled fraction {config.semi_labeled_fraction}); arms {', '.join(arms)}; "
-                                  f"{config.semi_rounds} rounds × {config.semi_epochs_per_round} epochs; threshold p_max > {config.semi_threshold}")
+                                  f"{describe_rounds(config)} ({config.epochs} epochs per arm); threshold p_max > {config.semi_threshold}")
     started = time.perf_counter()
     interrupted, current = False, None
     try:
@@ -217,7 +217,7 @@ def train_semi(config: TrainConfig, run_dir: str | Path | None = None, reporter:
     summary = semi_report.summarise(collected, correct, config, labeled_counts=labeled_counts, unlabeled_counts=audit.class_counts(),
                                     session_seconds=time.perf_counter() - started, hardware=describe_hardware(device))
     if (run_dir / SHARED_ROUND).exists():
-        summary["shared_first_round"] = f"round 1 ({config.semi_epochs_per_round} epochs) was trained once and shared by the pseudo-label arms"
+        summary["shared_first_round"] = f"round 1 ({first_round(config)} epochs) was trained once and shared by the arms"
     summary["sessions"] = sessions
     summary["wall_seconds"] = round(sum(x["seconds"] for x in sessions), 1)
     table = semi_report.markdown_table(summary)

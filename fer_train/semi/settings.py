@@ -43,6 +43,8 @@ def semi_config(config: TrainConfig) -> TrainConfig:
         problems.append(f"--labeled-fraction must lie strictly between 0 and 1, got {config.semi_labeled_fraction}")
     if config.semi_rounds < 1 or config.semi_epochs_per_round < 1:
         problems.append("--rounds and --epochs-per-round must be at least 1")
+    if config.semi_first_round_epochs is not None and config.semi_first_round_epochs < 1:
+        problems.append(f"--first-round-epochs must be at least 1, got {config.semi_first_round_epochs}")
     arms = [config.semi_arms] if isinstance(config.semi_arms, str) else list(config.semi_arms)
     arms = [a.strip() for arm in arms for a in arm.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARMS]
@@ -54,7 +56,39 @@ def semi_config(config: TrainConfig) -> TrainConfig:
         raise ValueError("; ".join(problems))
     return dataclasses.replace(config, semi=True, semi_arms=[a for a in ARMS if a in arms],
                                semi_class_thresholds=parse_class_thresholds(config.semi_class_thresholds),
-                               epochs=config.semi_rounds * config.semi_epochs_per_round)
+                               epochs=budget(config))
+
+
+def first_round(config: TrainConfig) -> int:
+    """Epochs of round 1, the training before the first selection."""
+    return config.semi_first_round_epochs or config.semi_epochs_per_round
+
+
+def budget(config: TrainConfig) -> int:
+    """Epochs of every arm: round 1, then ``rounds - 1`` rounds of ``epochs_per_round``."""
+    return first_round(config) + (config.semi_rounds - 1) * config.semi_epochs_per_round
+
+
+def round_of(epoch: int, config: TrainConfig) -> int:
+    """The round (from 1) that trains ``epoch`` (from 1)."""
+    first = first_round(config)
+    return 1 if epoch <= first else 2 + (epoch - first - 1) // config.semi_epochs_per_round
+
+
+def ends_round(epoch: int, config: TrainConfig) -> bool:
+    """Whether ``epoch`` is the last of its round (a selection follows it)."""
+    first = first_round(config)
+    return epoch == first or (epoch > first and (epoch - first) % config.semi_epochs_per_round == 0)
+
+
+def describe_rounds(config: TrainConfig) -> str:
+    """E.g. "4 rounds × 5 epochs" or "round 1 of 25 epochs, then 5 rounds × 5 epochs"."""
+    first, per = first_round(config), config.semi_epochs_per_round
+    if first == per:
+        return f"{config.semi_rounds} rounds × {per} epochs"
+    rest = config.semi_rounds - 1
+    then = f", then {rest} round{'s' if rest != 1 else ''} × {per} epochs" if rest else ""
+    return f"round 1 of {first} epochs{then}"
 
 
 def new_semi_run_dir(config: TrainConfig, root: str | Path = "runs") -> Path:
