@@ -42,8 +42,11 @@ def _recipe_default(field: str) -> str:
 
 
 def _apply_recipe(args: argparse.Namespace) -> None:
-    """Fill the flags left unset (None) from ``--recipe`` (RECIPES; ``default`` when none is named)."""
+    """Fill the flags left unset (None) from ``--recipe`` (RECIPES; ``default`` when none is named). ``--bf16`` or
+    ``--channels-last`` given by hand turn the recipe's ``--fast`` off."""
     recipe = RECIPES[args.recipe]
+    if args.fast is None and (args.bf16 or args.channels_last):  # the path set by hand is not timed away
+        args.fast = False
     for name, value in recipe.items():
         if getattr(args, name, value) is None:
             setattr(args, name, value)
