@@ -337,6 +337,7 @@ def test_plain_fer_train_gets_the_default_recipe_and_the_study_is_one_flag_away(
     assert (mixed.flip, mixed.epochs, mixed.rotation, mixed.shift, mixed.fast) == (True, 3, 10.0, 0.2, True)
     plain = _planned(tmp_path, "--no-flip", "--no-fast", "--schedule", "none", "--erase", "0")
     assert (plain.flip, plain.fast, plain.schedule, plain.erase, plain.rotation) == (False, False, "none", 0.0, 15.0)
+    assert _planned(tmp_path, "--optimizer", "sgd").learning_rate == 0.05  # the optimizer's own, not Adam's 1e-3
     by_hand = _planned(tmp_path, "--bf16")  # a path set by hand is kept, not timed away
     assert (by_hand.bf16, by_hand.fast) == (True, False) and _planned(tmp_path, "--channels-last", "--fast").fast
     assert TrainConfig.from_recipe("study", epochs=3) == dataclasses.replace(study, epochs=3)  # the same recipe from Python

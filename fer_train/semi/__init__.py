@@ -14,8 +14,10 @@ same initial weights, with the same epochs and per-epoch seeds (the arms, ``--ar
   every predicted class admits the same share of its images, the share the global threshold admits overall;
 - ``fixmatch``: consistency training, see :mod:`fer_train.fixmatch`.
 
-Round 1 of the pseudo-label arms sees no pseudo-labels yet, so it is the baseline's first round exactly; it is
-computed once and shared (when the learning rate has no schedule whose length depends on the data).
+Round 1 (``--first-round-epochs``, longer than the others by default, so that the model is confident before the
+first selection) sees no pseudo-labels yet, so it is the same in every arm but FixMatch; it is computed once and
+shared, also under a schedule (the pseudo-label arms follow the baseline's learning rate step by step until
+something is admitted).
 ``--parallel-arms`` trains the arms at the same time instead, one process each (:func:`run_arms_in_processes`);
 every arm then trains its own round 1, and reaches the same weights as when the arms run one after the other.
 
