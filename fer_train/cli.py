@@ -35,8 +35,12 @@ SEMI_ONLY_FLAGS = ("--threshold", "--labeled-fraction", "--rounds", "--epochs-pe
 
 def _recipe_default(field: str) -> str:
     """Help text: a flag's value in each recipe, e.g. "default recipe: 40; --recipe study: 20"."""
-    def show(value):
-        return {True: "on", False: "off", None: "as --epochs-per-round"}.get(value, value) if not isinstance(value, float) else f"{value:g}"
+    def show(value):  # bools before numbers: True == 1 and False == 0
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if value is None:
+            return "as --epochs-per-round"
+        return f"{value:g}" if isinstance(value, float) else value
     values = {name: RECIPES[name].get(field, getattr(TrainConfig, field)) for name in RECIPES}
     return "; ".join(f"{'default recipe' if name == 'default' else f'--recipe {name}'}: {show(v)}" for name, v in values.items())
 

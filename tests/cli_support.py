@@ -11,6 +11,14 @@ import tempfile
 from pathlib import Path
 
 
+def planned_config(run_dir: Path, argv: list[str]):
+    """The config ``fer-train ARGV --run-dir RUN_DIR`` would train with; nothing is trained."""
+    from fer_train.cli import _plan_run, _train_parser
+
+    args = [*argv, "--run-dir", str(run_dir)]
+    return _plan_run(_train_parser().parse_args(args), args)[0]
+
+
 def act_after_event(args: list[str], event, act) -> tuple[int, list[dict], str]:
     """Run ``python -m fer_train.cli ARGS --progress json``, call ``act(process)`` once ``event`` arrives (an event
     name, or a predicate on the list of events so far), and return the exit code, the JSON events written after it

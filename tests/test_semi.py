@@ -26,7 +26,7 @@ from fer_train.semi import (ArmRun, PseudoLabelAudit, SemiData, class_balanced_t
                             split_labeled, train_semi)
 from fer_train.data import load_splits
 
-from cli_support import act_after_event, child_processes, every_arm_ended_an_epoch, sigterm_after_event
+from cli_support import act_after_event, child_processes, every_arm_ended_an_epoch, planned_config, sigterm_after_event
 
 CPU = torch.device("cpu")
 
@@ -388,11 +388,8 @@ def test_settings_a_user_can_get_wrong(demo_csv, capsys):
 
 
 def test_the_default_semi_command_has_a_long_first_round_and_the_study_recipe_is_one_flag_away(tmp_path):
-    from fer_train.cli import _plan_run, _train_parser
-
     def planned(*argv):
-        args = ["--semi", "--threshold", "0.45", *argv, "--run-dir", str(tmp_path / "run")]
-        return semi_config(_plan_run(_train_parser().parse_args(args), args)[0])
+        return semi_config(planned_config(tmp_path / "run", ["--semi", "--threshold", "0.45", *argv]))
 
     default, study = planned(), planned("--recipe", "study")
     assert (default.semi_first_round_epochs, default.semi_rounds, default.semi_epochs_per_round, default.epochs) == (25, 6, 5, 50)

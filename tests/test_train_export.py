@@ -22,7 +22,7 @@ from fer_runtime.classifier import ModelError, load_classifier
 from fer_train.data import load_splits
 from fer_train.train import train
 
-from cli_support import sigterm_after_event
+from cli_support import planned_config, sigterm_after_event
 
 
 def _config(demo_csv, **kw):
@@ -314,11 +314,7 @@ def test_evaluate_writes_tables_json_and_png(demo_csv, tmp_path):
 
 
 def _planned(tmp_path, *argv: str) -> TrainConfig:
-    """The config ``fer-train ARGV`` would train with (nothing is trained)."""
-    from fer_train.cli import _plan_run, _train_parser
-
-    args = [*argv, "--run-dir", str(tmp_path / "run")]
-    return _plan_run(_train_parser().parse_args(args), args)[0]
+    return planned_config(tmp_path / "run", list(argv))
 
 
 def test_plain_fer_train_gets_the_default_recipe_and_the_study_is_one_flag_away(tmp_path):

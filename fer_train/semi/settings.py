@@ -77,8 +77,7 @@ def round_of(epoch: int, config: TrainConfig) -> int:
 
 def ends_round(epoch: int, config: TrainConfig) -> bool:
     """Whether ``epoch`` is the last of its round (a selection follows it)."""
-    first = first_round(config)
-    return epoch == first or (epoch > first and (epoch - first) % config.semi_epochs_per_round == 0)
+    return round_of(epoch + 1, config) > round_of(epoch, config)
 
 
 def describe_rounds(config: TrainConfig) -> str:
