@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 from fer_runtime.contract import META_ARCHITECTURE, META_KIND, META_VARIANT, ONNX_INPUT, ONNX_OUTPUT  # noqa: E402
 from fer_train.optimize import count_flops  # noqa: E402
 from fer_runtime.classifier import load_classifier  # noqa: E402
-from fer_runtime.variants import fastest_variant  # noqa: E402
+from fer_runtime.family import fastest_variant  # noqa: E402
 
 BIG_BATCH = 256
 
@@ -88,7 +88,6 @@ def cpu_facts() -> dict:
 def measured_peaks(threads: int, seconds: float = 0.5) -> dict:
     """The best rate of large matrix products (1024² and 2048²): numpy, torch and onnxruntime (MLAS) in
     fp32, onnxruntime's MatMulInteger in int8 (u8 × s8), in GFLOP/s (GOP/s for int8)."""
-    import onnxruntime as ort
     import torch
     from onnx import TensorProto, helper
 
@@ -115,10 +114,7 @@ def measured_peaks(threads: int, seconds: float = 0.5) -> dict:
             graph = helper.make_graph([helper.make_node("MatMul" if kind == "fp32" else "MatMulInteger", ["a", "b"], ["c"])], "mm",
                                       [helper.make_tensor_value_info("a", types[0], [n, n]), helper.make_tensor_value_info("b", types[1], [n, n])],
                                       [helper.make_tensor_value_info("c", types[2], [n, n])])
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
-                                           options, providers=["CPUExecutionProvider"])
+            session = ort_session(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(), threads)
             feeds = {"a": a, "b": a} if kind == "fp32" else {"a": (a * 255).astype(np.uint8), "b": (a * 254 - 127).astype(np.int8)}
             best_rate(f"onnxruntime_{kind}", n, lambda: session.run(None, feeds))
     return out
@@ -173,17 +169,9 @@ def per_cpu_second(run, batch: np.ndarray, seconds: float) -> float:
 
 
 def ort_session(path: Path | bytes, threads: int, level: str = "ALL", spinning: bool = True, profile_prefix: str | None = None):
-    import onnxruntime as ort
+    from fer_runtime.sessions import make_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{level}")
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    options.log_severity_level = 3
-    if profile_prefix:
-        options.enable_profiling = True
-        options.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), options, providers=["CPUExecutionProvider"])
+    return make_session(path, threads, optimization=level.lower(), spinning=spinning, profile_prefix=profile_prefix)
 
 
 def ort_runner(session):
@@ -294,7 +282,7 @@ def ablation_models(base: Path, calibration: np.ndarray) -> list[tuple[str, obje
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from fer_train.optimize import _Calibration, average_pool_as_depthwise_conv, basic_optimizations, fuse_prelu, quantize_int8, simplify
+    from fer_train.optimize import CalibrationReader, average_pool_as_depthwise_conv, basic_optimizations, fuse_prelu, quantize_int8, simplify
 
     exported = onnx.load(str(base))
     folded = basic_optimizations(exported)
@@ -305,7 +293,7 @@ def ablation_models(base: Path, calibration: np.ndarray) -> list[tuple[str, obje
     with tempfile.TemporaryDirectory() as tmp:  # int8 the straightforward way: quantize_static on the exported graph
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         onnx.save(onnx.shape_inference.infer_shapes(folded), str(src))
-        quantize_static(str(src), str(dst), _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
+        quantize_static(str(src), str(dst), CalibrationReader(calibration), quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
         plain_int8 = onnx.load(str(dst))
     depthwise, pools = average_pool_as_depthwise_conv(fast)

@@ -1,9 +1,10 @@
-"""How should a face found in a photograph be cropped so that it looks like FER2013's own faces?
+"""How should a face found by OpenCV's Haar cascade be cropped so that it looks like FER2013's own faces?
 
     .venv/bin/python benchmarks/face_crop_margin.py               # all 2,872 validation faces (25–50 min on 2 busy cores)
     .venv/bin/python benchmarks/face_crop_margin.py --faces 600   # a quicker look
 
-FER2013's faces were cut out of web images around the box of OpenCV's face detector. To find the cut, this
+FER2013's faces were cut out of web images around the box of OpenCV's face detector (``fer-predict --detector
+haar``; the default detector, CenterFace, is calibrated by ``benchmarks/face_detection.py``). To find the cut, this
 pastes FER2013's validation faces (the 1/10 of Training that the study holds out: ``make_splits(val_fraction=0.1,
 seed=0)``, as training does; never a face the model learned) three to a 640×480 picture, at random sizes of
 64–160 px and random places, over photographs without people that ship in scikit-image, detects them again,
@@ -11,12 +12,12 @@ and crops each found face with several margins. Reported:
 
 1. detection: recall (a found box with IoU ≥ 0.5 per pasted face), mean IoU, the side of the found box over the
    pasted one and its centre offset (where FER2013's cut lies relative to the detector's box), false detections
-   per picture, time per picture — for fer_runtime.faces' default detector (alt2, minNeighbors 5), OpenCV's
+   per picture, time per picture — for fer_runtime.haar's defaults (alt2, minNeighbors 5), OpenCV's
    "default" cascade (minNeighbors 5 and 3);
 2. the accuracy of the model (``exported/fer-best.onnx``) on the re-detected faces for each margin, beside its
    accuracy on the same faces' original crops and on the pasted box itself (the loss from resampling alone), and
-   McNemar's test of each margin against the best on the same faces; the best is ``fer_runtime.faces.DEFAULT_MARGIN``;
-3. faces of 24–96 px with that margin: where detection and classification give out (``DEFAULT_MIN_SIZE``).
+   McNemar's test of each margin against the best on the same faces; the best is ``fer_runtime.haar.DEFAULT_MARGIN``;
+3. faces of 24–96 px with that margin: where detection and classification give out (``fer_runtime.haar.DEFAULT_MIN_SIZE``).
 
 Prints Markdown tables with the date and the CPU; ``--json FILE`` keeps every number.
 """
@@ -38,12 +39,13 @@ sys.path.insert(0, str(REPO))
 
 from fer_runtime.classifier import load_classifier  # noqa: E402
 from fer_runtime.composites import DetectionScore, background, paste_faces, skimage_backgrounds  # noqa: E402
-from fer_runtime.faces import DEFAULT_CASCADE, DEFAULT_NEIGHBORS, FaceDetector, crop_face  # noqa: E402
+from fer_runtime.faces import crop_face  # noqa: E402
+from fer_runtime.haar import DEFAULT_CASCADE, DEFAULT_NEIGHBORS, HaarDetector  # noqa: E402
 from fer_runtime.io import default_data_path, load_source  # noqa: E402
 from fer_runtime.splits import make_splits  # noqa: E402
 
 MARGINS = (-0.1, -0.05, -0.025, 0.0, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3)
-# (cascade, minNeighbors): fer_runtime.faces' defaults first (the best margin and the small-face sweep are theirs)
+# (cascade, minNeighbors): fer_runtime.haar's defaults first (the best margin and the small-face sweep are theirs)
 CONFIGS = tuple(dict.fromkeys(((DEFAULT_CASCADE, DEFAULT_NEIGHBORS), ("alt2", 5), ("default", 5), ("default", 3))))
 CANVAS = (480, 640)  # height, width
 PER_PICTURE = 3
@@ -73,7 +75,7 @@ def make_composites(faces: np.ndarray, sizes_of, photos, rng) -> list:
     return out
 
 
-def detect_all(composites, detector: FaceDetector, n_faces: int):
+def detect_all(composites, detector: HaarDetector, n_faces: int):
     """Detection score, the found box of every face (None when missed), seconds per picture."""
     score = DetectionScore()
     found: list = [None] * n_faces
@@ -107,22 +109,32 @@ def geometry(found, pasted_boxes) -> dict:
             "centre_dx": float(np.mean(dx)), "centre_dy": float(np.mean(dy))}
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_face_arguments(parser: argparse.ArgumentParser, small_faces: int) -> None:
+    """The flags that choose the faces, the model and where numbers go (shared with face_detection.py)."""
     parser.add_argument("--data", type=Path, default=None, help="FER2013 CSV (default: $FER_DATA or the shared copy)")
     parser.add_argument("--model", type=Path, default=REPO / "exported" / "fer-best.onnx")
     parser.add_argument("--faces", type=int, default=0, help="use the first N validation faces (default: all)")
-    parser.add_argument("--small-faces", type=int, default=600, help="faces per size in the small-face sweep")
+    parser.add_argument("--small-faces", type=int, default=small_faces, help="faces per size in the small-face sweep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write every number here")
-    args = parser.parse_args(argv)
 
+
+def validation_faces(args) -> tuple[Path, np.ndarray, np.ndarray]:
+    """(the data file, the first ``--faces`` validation faces, their labels): the faces training never saw."""
     data = args.data or default_data_path()
     if data is None:
         sys.exit("no FER2013 data: pass --data or set FER_DATA")
     val = make_splits(load_source(data), val_fraction=0.1, seed=0).val
     n = len(val) if args.faces <= 0 else min(args.faces, len(val))
-    faces, labels = val.images[:n], val.labels[:n]
+    return data, val.images[:n], val.labels[:n]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_face_arguments(parser, small_faces=600)
+    args = parser.parse_args(argv)
+    data, faces, labels = validation_faces(args)
+    n = len(faces)
     model = load_classifier(args.model)
     photos = skimage_backgrounds()
     rng = np.random.default_rng(args.seed)
@@ -146,7 +158,7 @@ def main(argv=None) -> None:
     per_margin: dict = {}
     correct: dict = {}  # (cascade, neighbors) → margin → whether each found face was classified right
     for cascade, neighbors in CONFIGS:
-        detector = FaceDetector(min_size=24, margin=0.0, cascade=cascade, min_neighbors=neighbors)
+        detector = HaarDetector(min_size=24, margin=0.0, cascade=cascade, min_neighbors=neighbors)
         score, found, seconds = detect_all(composites, detector, n)
         geo = geometry(found, [p[0] for p in pasted])
         print(f"| {cascade} | {neighbors} | {score.recall:.1%} | {score.mean_iou:.3f} | {geo['side_ratio_median']:.3f} "
@@ -195,7 +207,7 @@ def main(argv=None) -> None:
     print("| face side px | recall | mean IoU | accuracy, found faces | original crops, same faces |")
     print("|---:|---:|---:|---:|---:|")
     m = min(args.small_faces, n)
-    detector = FaceDetector(min_size=16, margin=best, cascade=CONFIGS[0][0], min_neighbors=CONFIGS[0][1])
+    detector = HaarDetector(min_size=16, margin=best, cascade=CONFIGS[0][0], min_neighbors=CONFIGS[0][1])
     results["small_faces"] = {}
     for side in SMALL_SIZES:
         small = make_composites(faces[:m], lambda i: side, photos, rng)

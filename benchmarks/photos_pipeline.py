@@ -5,10 +5,12 @@
 
 Photographs are scikit-image's (inside its wheel): the astronaut (512×512, one face); a 1280×720 group of six
 face photographs from ``lfw_subset`` pasted 110 px wide over a photograph without people; the astronaut scaled to
-6,000×6,000 (36 megapixels, detected at 1,600 px). For each: ``predict_faces`` in memory (detection and
-classification separately), and ``fer-predict`` on the file (decoding and writing included). Video: a 640×480 MJPG
-file of 100 frames, the astronaut's head and shoulders in each, through ``fer-predict`` (every frame, and
-``--stride 5``). Models: ``fer-best`` and the default of ``fer-predict`` (the most accurate shipped).
+6,000×6,000 (36 megapixels, detected at 1,280 px by CenterFace, 1,600 by Haar). For each and each detector:
+detection and classification in memory, and ``fer-predict`` on the file (decoding and writing included). Video: a
+640×480 MJPG file of 100 frames, the astronaut's head and shoulders moving in each, through ``fer-predict`` with
+CenterFace following the faces between whole-frame looks (the default), CenterFace on every whole frame
+(``--track-every 1``) and Haar. Models: ``fer-best`` and the default of ``fer-predict`` (the most accurate
+shipped), each at its fastest variant that passed the accuracy gate, as ``fer-predict`` runs them.
 Prints Markdown tables headed by the date, CPU and load.
 """
 
@@ -33,7 +35,7 @@ from face_crop_margin import describe_machine  # noqa: E402
 from fer_runtime.catalog import best_model  # noqa: E402
 from fer_runtime.classifier import load_classifier  # noqa: E402
 from fer_runtime.composites import background, paste_faces, skimage_backgrounds  # noqa: E402
-from fer_runtime.faces import FaceDetector, classify_faces, to_gray  # noqa: E402
+from fer_runtime.faces import DETECTORS, classify_faces, make_detector  # noqa: E402
 from fer_runtime.predict_cli import main as fer_predict  # noqa: E402
 
 
@@ -85,6 +87,10 @@ def cli_seconds(args: list[str]) -> tuple[float, str]:
     return seconds, err.getvalue()
 
 
+VIDEO_RUNS = {"centerface, following (default)": [], "centerface, every frame whole": ["--track-every", "1"],
+              "haar": ["--detector", "haar"]}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs for the in-memory timings")
@@ -95,24 +101,24 @@ def main(argv=None) -> None:
 
     if args.threads:
         cv2.setNumThreads(args.threads)
-    default = best_model(threads=args.threads)
-    models = {"fer-best": load_classifier(REPO / "exported" / "fer-best.onnx", threads=args.threads), default.name: default.classifier}
+    default = best_model(threads=args.threads, variant="auto")
+    models = {"fer-best": load_classifier(REPO / "exported" / "fer-best.onnx", threads=args.threads, variant="auto"),
+              default.name: default.runner}
     print(f"# photos_pipeline: {describe_machine()}\n")
-    detector = FaceDetector()
-    print("In memory (`predict_faces` parts, best of {}): detection, then classification of the faces found.\n".format(args.repeat))
-    print("| picture | faces found | detect ms | " + " | ".join(f"classify ms, {m}" for m in models) + " | "
-          + " | ".join(f"faces/s, {m}" for m in models) + " |")
-    print("|---|---:|---:|" + "---:|" * (2 * len(models)))
+    print("Models as run: " + ", ".join(f"{m} → {model.path.name}" for m, model in models.items()) + "\n")
+    detectors = {name: make_detector(name, **({"threads": args.threads} if name == "centerface" else {})) for name in DETECTORS}
+    print(f"In memory (best of {args.repeat}): detection, then classification of the faces found.\n")
+    print("| picture | detector | faces found | detect ms | " + " | ".join(f"classify ms, {m}" for m in models) + " |")
+    print("|---|---|---:|---:|" + "---:|" * len(models))
     pictures = photographs()
     for name, rgb in pictures.items():
-        gray = to_gray(rgb)
-        faces = detector.detect(gray)
-        detect = best_of(args.repeat, lambda: detector.detect(gray))
-        classify = {m: best_of(args.repeat, lambda model=model: classify_faces(faces, model)) for m, model in models.items()}
-        rates = {m: len(faces) / (detect + classify[m]) for m in models}
-        print(f"| {name} | {len(faces)} | {detect * 1000:.0f} | " + " | ".join(f"{classify[m] * 1000:.1f}" for m in models) + " | "
-              + " | ".join(f"{rates[m]:.1f}" for m in models) + " |")
+        for detector_name, detector in detectors.items():
+            faces = detector.detect(rgb)
+            detect = best_of(args.repeat, lambda: detector.detect(rgb))
+            classify = {m: best_of(args.repeat, lambda model=model: classify_faces(faces, model)) for m, model in models.items()}
+            print(f"| {name} | {detector_name} | {len(faces)} | {detect * 1000:.0f} | " + " | ".join(f"{classify[m] * 1000:.1f}" for m in models) + " |")
 
+    threads = ["--threads", str(args.threads)] if args.threads else []
     with TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = []
@@ -122,19 +128,20 @@ def main(argv=None) -> None:
             files.append((name, path))
         video = tmp / "clip.avi"
         write_video(video)
-        print("\nfer-predict on files (JPEG quality 90 / MJPG; decoding, detection, classification, JSON records), one run each.\n")
-        print("| input | " + " | ".join(f"seconds, {m}" for m in models) + " | " + " | ".join(f"rate, {m}" for m in models) + " |")
-        print("|---|" + "---:|" * (2 * len(models)))
+        print("\nfer-predict on files (JPEG quality 90 / MJPG; decoding, detection, classification, JSON records), one run each, "
+              "model loading included.\n")
+        print("| input | detector | " + " | ".join(f"seconds, {m}" for m in models) + " | " + " | ".join(f"rate, {m}" for m in models) + " |")
+        print("|---|---|" + "---:|" * (2 * len(models)))
         for name, path in files:
-            cells = {m: cli_seconds([str(path), "--model", str(model.path)])[0] for m, model in models.items()}
-            print(f"| {name} (JPEG) | " + " | ".join(f"{cells[m]:.2f}" for m in models) + " | "
-                  + " | ".join(f"{1 / cells[m]:.2f} photos/s" for m in models) + " |")
-        for stride in (1, 5):
-            cells = {m: cli_seconds([str(video), "--model", str(model.path), "--stride", str(stride)])[0] for m, model in models.items()}
-            frames = 100 // stride
-            print(f"| video 640×480, 100 frames, 1 face, stride {stride} | " + " | ".join(f"{cells[m]:.2f}" for m in models) + " | "
-                  + " | ".join(f"{frames / cells[m]:.1f} analysed frames/s" for m in models) + " |")
-    print("\nSeconds are whole runs of fer-predict, loading the model included (about 0.1 s for fer-best, 0.5 s for an ensemble).")
+            for detector_name in DETECTORS:
+                cells = {m: cli_seconds([str(path), "--model", str(model.requested or model.path), "--detector", detector_name, *threads])[0]
+                         for m, model in models.items()}
+                print(f"| {name} (JPEG) | {detector_name} | " + " | ".join(f"{cells[m]:.2f}" for m in models) + " | "
+                      + " | ".join(f"{1 / cells[m]:.2f} photos/s" for m in models) + " |")
+        for run, flags in VIDEO_RUNS.items():
+            cells = {m: cli_seconds([str(video), "--model", str(model.requested or model.path), *flags, *threads])[0] for m, model in models.items()}
+            print(f"| video 640×480, 100 frames, 1 face | {run} | " + " | ".join(f"{cells[m]:.2f}" for m in models) + " | "
+                  + " | ".join(f"**{100 / cells[m]:.1f} frames/s**" for m in models) + " |", flush=True)
 
 
 if __name__ == "__main__":

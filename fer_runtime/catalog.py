@@ -14,28 +14,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from . import explain
 from .classifier import ModelError, OnnxClassifier, load_classifier
-from .variants import fastest_variant
+from .family import fastest_variant, model_name
 from .contract import (META_ARCHITECTURE, META_METRICS, META_PARAMETERS, METRIC_ACCURACY, METRICS_VAL, MODEL_SUFFIX,
-                       TEMP_MODEL_SUFFIX)
+)
 
 RANKING_SPLIT = METRICS_VAL  # models are ranked by their accuracy on this split, as recorded at export
 EXPORTED_DIR = "exported"
 
 
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"  # the default family inside an installed wheel (setup.py)
+
+
 def is_companion(path: str | Path) -> bool:
     """Sidecars of a model, never models themselves: its explanation graphs and a ``<model>.tmp.onnx`` being written."""
-    return explain.is_companion(path) or Path(path).name.lower().endswith(TEMP_MODEL_SUFFIX)
+    return model_name(path).is_companion
+
+
+def _has_models(folder: Path) -> bool:
+    return folder.is_dir() and any(not is_companion(p) for p in folder.glob("*" + MODEL_SUFFIX))
 
 
 def default_model_dirs() -> list[Path]:
-    """``exported/`` in the working folder, and the checkout's own when that is elsewhere."""
+    """``exported/`` in the working folder, and the checkout's own when that is elsewhere; when neither holds a model
+    (an installed package run from any folder), the models that ship inside the package (:data:`BUNDLED_DIR`)."""
     here = Path.cwd() / EXPORTED_DIR
     project = Path(__file__).resolve().parent.parent / EXPORTED_DIR
     dirs = [here]
     if project.resolve() != here.resolve() and project.is_dir():
         dirs.append(project)
+    if not any(_has_models(d) for d in dirs) and _has_models(BUNDLED_DIR):
+        dirs.append(BUNDLED_DIR)
     return dirs
 
 
@@ -70,7 +79,7 @@ class ModelEntry:
     mtime_ns: int = 0
     warnings: list[str] = field(default_factory=list)
     threads: int | None = None
-    variant: str = "auto"  # which speed variant runs predictions over many faces (fer_runtime.variants.fastest_variant)
+    variant: str = "auto"  # which speed variant runs predictions over many faces (fer_runtime.family.fastest_variant)
     _runner: OnnxClassifier | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -133,7 +142,7 @@ class ModelEntry:
     @property
     def gradient_path(self) -> Path | None:
         """The saliency gradient graph beside the model (a variant uses its base model's), when there."""
-        companion = explain.gradient_path(self.path)
+        companion = self.path.with_name(model_name(self.path).companion_name("grad"))
         return companion if companion.is_file() else None
 
 
@@ -173,3 +182,18 @@ def best_model(paths: Iterable[str | Path] | None = None, threads: int | None = 
     """Find the models in ``paths`` (default: :func:`default_model_dirs`) and return the most accurate, loaded;
     None when there is no usable one. ``variant`` is as for :func:`load_entry`."""
     return most_accurate(load_entry(p, threads, variant) for p in find_models(default_model_dirs() if paths is None else paths))
+
+
+def default_classifier(threads: int | None = None) -> OnnxClassifier:
+    """The classifier tools use when none is named: the most accurate model found (``exported/``, else the models
+    inside the installed package), run by its fastest variant that passed the accuracy gate. :class:`ModelError`
+    when there is none::
+
+        from fer_runtime.catalog import default_classifier
+        model = default_classifier()   # fer-best.tta.int8.onnx with the shipped models
+    """
+    entry = best_model(threads=threads)
+    if entry is None:
+        where = ", ".join(str(d) for d in default_model_dirs())
+        raise ModelError(f"no usable model in {where}: pass a model file (.onnx) or install fer-workbench with its models")
+    return entry.runner

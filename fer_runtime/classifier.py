@@ -7,7 +7,6 @@ class names and metrics in the model's metadata.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from .contract import (
     ONNX_OUTPUT,
 )
 from .metadata import decode_metadata
+from .sessions import make_session  # noqa: F401  (re-exported: fer_runtime.classifier.make_session)
 
 
 class ModelError(ValueError):
@@ -64,29 +64,17 @@ class OnnxClassifier:
         return out
 
 
-def make_session(path: str | Path, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or os.cpu_count() or 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle worker threads sleep instead of spin-waiting: spinning keeps every core busy, starving the
-    # TUI's own thread and a training job beside it (3,589 faces: 7.3 s → 6.4 s under load, benchmarks/).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-
-
 def load_classifier(path: str | Path, threads: int | None = None, variant: str | None = None) -> OnnxClassifier:
     """Open an exported model and check it against the contract; :class:`ModelError` says what is wrong.
 
     ``variant=None`` (the default) opens exactly ``path``. ``variant="auto"`` opens the fastest speed variant
     of the model that passed the accuracy gate (``<stem>.int8.onnx``, else ``<stem>.fast.onnx``, else
-    ``path``; :func:`fer_runtime.variants.fastest_variant`); ``"fp32"``, ``"int8"`` or ``"fast"`` that one.
+    ``path``; :func:`fer_runtime.family.fastest_variant`); ``"fp32"``, ``"int8"`` or ``"fast"`` that one.
     The classifier's ``path`` is then the file opened and ``requested`` the one asked for.
     """
     path = requested = Path(path)
     if variant is not None:
-        from .variants import fastest_variant
+        from .family import fastest_variant
 
         try:
             path = fastest_variant(requested, variant)

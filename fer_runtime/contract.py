@@ -46,15 +46,17 @@ META_VARIANT_TEST_ACCURACY = "variant_test_accuracy"
 META_OPTIMIZATION = "optimization"  # the steps taken, the gate's verdict, the source file's hash
 META_FP32_METRICS = "fp32_metrics"  # the source model's metrics, beside the variant's own
 # written on every explanation graph
-META_KIND = "explain_kind"  # gradient, layers or filters
+META_KIND = "explain_kind"  # gradient, layers, filters or gradcam
 META_OF = "explain_of"  # the model's file name
 META_LAYERS = "explain_layers"  # [{name, module, channels, height, width}] per conv layer
 META_LAYER = "explain_layer"  # filters graphs: which layer
+META_CAM_LAYERS = "explain_cam_layers"  # gradcam graphs: [{name, module, channels, height, width, role}], role middle or last
 
 # -- companion files beside <stem>.onnx --------------------------------------------------------------
 
 GRADIENT_SUFFIX = ".grad.onnx"  # inputs image, class_index → outputs logits, gradient
 LAYERS_SUFFIX = ".layers.onnx"  # input image → outputs conv1 … convL
+GRADCAM_SUFFIX = ".gradcam.onnx"  # inputs image, class_index → logits, activation_<layer>, gradient_<layer> per layer
 FILTERS_INFIX = ".filters."  # <stem>.filters.<layer>.onnx: inputs image, filter_index → activation, gradient
 WEIGHTS_SUFFIX = ".weights"  # <stem>.weights: the tensors that a model's graphs share (ONNX external data)
 WEIGHTS_MIN_BYTES = 1024  # tensors of fewer bytes stay inside their graph
@@ -67,6 +69,8 @@ CLASS_INDEX = "class_index"  # int64 [N]
 FILTER_INDEX = "filter_index"  # int64 [N]
 GRADIENT = "gradient"  # float32 [N, 1, 48, 48]
 ACTIVATION = "activation"  # float32 [N]
+CAM_ACTIVATION_PREFIX = "activation_"  # gradcam graphs: activation_<layer> float32 [N, C, H, W], the layer's activated output
+CAM_GRADIENT_PREFIX = "gradient_"  # gradcam graphs: gradient_<layer> float32 [N, C, H, W] = d logit[class] / d activation
 
 # -- the JSON progress stream of `fer-train --progress json` -----------------------------------------
 # One object per line, {"event": <name>, "time": <unix seconds>, ...fields}.

@@ -7,6 +7,7 @@ here, once). Torch-free.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from dataclasses import dataclass
@@ -65,31 +66,63 @@ def sniff(path: Path) -> str | None:
         return None
 
 
-def find_inputs(paths: Iterable[str | Path]) -> tuple[list[Input], list[MediaError], int]:
+def find_inputs(paths: Iterable[str | Path]) -> tuple[list[Input], list[MediaError], list[Path]]:
     """The images and videos among ``paths``: files as given, folders searched recursively (hidden entries
-    skipped) for files with an image or video suffix. Returns (inputs, paths that do not exist, number of
-    files in the folders that were passed over as neither). A file named explicitly is kept whatever its
-    suffix, its kind found from its content (:func:`sniff`; None when it is neither)."""
+    skipped) for files with an image or video suffix. Returns (inputs, problems, files passed over): problems are
+    paths that do not exist and folders that cannot be read (each a :class:`MediaError` saying why); files passed
+    over are those in the folders that are neither images nor videos by their suffix. A file named explicitly is
+    kept whatever its suffix, its kind found from its content (:func:`sniff`; None when it is neither)."""
     inputs: list[Input] = []
-    missing: list[MediaError] = []
-    other = 0
+    problems: list[MediaError] = []
+    passed_over: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for found in sorted(p for p in path.rglob("*") if p.is_file()):
-                relative = found.relative_to(path)
-                if any(part.startswith(".") for part in relative.parts):
-                    continue
-                kind = kind_of(found)
+            found, unreadable = _walk(path)
+            problems += unreadable
+            for file in found:
+                kind = kind_of(file)
                 if kind is None:
-                    other += 1
+                    passed_over.append(file)
                 else:
-                    inputs.append(Input(found, kind, str(relative)))
+                    inputs.append(Input(file, kind, str(file.relative_to(path))))
         elif path.is_file():
+            try:
+                path.open("rb").close()
+            except OSError as exc:
+                problems.append(MediaError(path, f"cannot read the file: {reason_for(exc)}"))
+                continue
             inputs.append(Input(path, kind_of(path) or sniff(path), path.name))
         else:
-            missing.append(MediaError(path, "no such file or folder"))
-    return inputs, missing, other
+            problems.append(MediaError(path, "no such file or folder"))
+    return inputs, problems, passed_over
+
+
+def _walk(root: Path) -> tuple[list[Path], list[MediaError]]:
+    """The visible files under ``root``, sorted, and a :class:`MediaError` for each folder that could not be read
+    (``Path.rglob`` skips those without a word)."""
+    files: list[Path] = []
+    errors: list[MediaError] = []
+
+    def unreadable(exc: OSError) -> None:
+        errors.append(MediaError(exc.filename or root, f"cannot read the folder: {reason_for(exc)}"))
+
+    for folder, dirs, names in os.walk(root, onerror=unreadable):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += (Path(folder) / n for n in names if not n.startswith(".") and (Path(folder) / n).is_file())
+    return sorted(files), errors
+
+
+def reason_for(exc: BaseException) -> str:
+    """The cause of ``exc`` in plain words: "permission denied", "no such file", "disk full" … for errors of the
+    operating system; the exception's own first line otherwise."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        words = {errno.EACCES: "permission denied", errno.EPERM: "permission denied (operation not permitted)",
+                 errno.ENOENT: "no such file", errno.ENOSPC: "disk full", errno.EISDIR: "a folder, not a file",
+                 errno.EROFS: "read-only file system", errno.EIO: "input/output error (a failing disk or a network share?)"}
+        return words.get(exc.errno, (exc.strerror or str(exc)).lower())
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return text or exc.__class__.__name__
 
 
 # -- images -----------------------------------------------------------------------------------------
@@ -109,9 +142,6 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     try:
         if path.stat().st_size == 0:
             raise MediaError(path, "empty file (0 bytes)")
-    except OSError as exc:
-        raise MediaError(path, f"cannot read the file ({exc.strerror or exc})") from exc
-    try:
         with _pillow_limit:  # the size check is ours, below, with a message that says what to do
             saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
             try:
@@ -128,13 +158,17 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
             if upright.mode.startswith("I;16"):  # 16-bit gray: Pillow's convert("RGB") would clip at 255, not scale
                 upright = Image.fromarray((np.asarray(upright, np.float32) / 257).round().astype(np.uint8))
             rgb = upright.convert("RGB")
+    except MediaError:
+        raise
     except UnidentifiedImageError as exc:
-        raise MediaError(path, "not an image that Pillow can read (unknown or damaged format)") from exc
+        raise MediaError(path, "unsupported format: not an image that Pillow can read (unknown or damaged format)") from exc
     except OSError as exc:
-        reason = "truncated image (the file ends early)" if "truncated" in str(exc) else f"damaged image ({exc})"
+        if exc.errno is not None:  # the operating system's: permission denied, a folder, a failing disk …
+            raise MediaError(path, f"cannot read the file: {reason_for(exc)}") from exc
+        reason = "truncated image (the file ends early)" if "truncated" in str(exc) else f"damaged image ({reason_for(exc)})"
         raise MediaError(path, reason) from exc
     except (ValueError, SyntaxError, EOFError) as exc:  # some Pillow plugins raise these on corrupt data
-        raise MediaError(path, f"damaged image ({exc.__class__.__name__}: {exc})") from exc
+        raise MediaError(path, f"damaged image ({reason_for(exc)})") from exc
     return np.asarray(rgb, dtype=np.uint8)
 
 
@@ -183,13 +217,17 @@ class Video:
                 raise MediaError(path, "no such file")
             if path.stat().st_size == 0:
                 raise MediaError(path, "empty file (0 bytes)")
+            try:
+                path.open("rb").close()  # OpenCV would only say that it cannot open it
+            except OSError as exc:
+                raise MediaError(path, f"cannot read the file: {reason_for(exc)}") from exc
         self._capture = cv2.VideoCapture(source if self.is_camera else str(source))
         if not self._capture.isOpened():
             self._capture.release()
             if self.is_camera:
                 raise MediaError(self.name, f"no camera at index {source} (OpenCV could not open it; is one connected, "
                                             "and may this user read /dev/video*?)")
-            raise MediaError(source, "not a video that OpenCV can open (unknown format or damaged file)")
+            raise MediaError(source, "unsupported format or damaged file: not a video that OpenCV can open")
         get = self._capture.get
         self.info = VideoInfo(max(float(get(cv2.CAP_PROP_FPS) or 0.0), 0.0), max(int(get(cv2.CAP_PROP_FRAME_COUNT) or 0), 0),
                               int(get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(get(cv2.CAP_PROP_FRAME_HEIGHT) or 0))

@@ -1,8 +1,10 @@
 """Face records as JSON lines or CSV, written as they come and flushed, for ``fer-predict``.
 
-A record is a dict: ``source``; ``frame`` and ``time`` for videos; ``box`` [x, y, width, height]; ``label``;
+A record is a dict: ``source``; ``frame`` and ``time`` for videos; ``box`` [x, y, width, height]; ``landmarks``
+[[x, y] × 5] (eyes, nose, mouth corners, image-left first; detectors that give them); ``detector``; ``label``;
 ``confidence``; ``probabilities`` (class name → probability). JSON lines keep it as it is; CSV spreads the box
-over ``x, y, width, height`` and the probabilities over one column per class, named by the model's classes.
+over ``x, y, width, height``, the probabilities over one column per class, named by the model's classes, and the
+landmarks over :data:`LANDMARK_COLUMNS` (empty for Haar).
 """
 
 from __future__ import annotations
@@ -14,14 +16,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 FORMATS = ("jsonl", "csv")
-CSV_FIXED = ("source", "frame", "time", "x", "y", "width", "height", "label", "confidence")
+CSV_FIXED = ("source", "frame", "time", "x", "y", "width", "height", "detector", "label", "confidence")
+LANDMARK_COLUMNS = tuple(f"{point}_{axis}" for point in ("eye1", "eye2", "nose", "mouth1", "mouth2") for axis in "xy")  # 1: image left
+
+
+def csv_header(class_names: Sequence[str]) -> list[str]:
+    return [*CSV_FIXED, *class_names, *LANDMARK_COLUMNS]
 
 
 def csv_row(record: dict, class_names: Sequence[str]) -> list:
     x, y, w, h = record["box"]
     probabilities = record.get("probabilities", {})
-    return [record["source"], record.get("frame", ""), record.get("time", ""), x, y, w, h, record.get("label", ""),
-            record.get("confidence", ""), *(probabilities.get(name, "") for name in class_names)]
+    landmarks = [v for point in record.get("landmarks", []) for v in point] or [""] * len(LANDMARK_COLUMNS)
+    return [record["source"], record.get("frame", ""), record.get("time", ""), x, y, w, h, record.get("detector", ""),
+            record.get("label", ""), record.get("confidence", ""), *(probabilities.get(name, "") for name in class_names), *landmarks]
 
 
 class RecordWriter:
@@ -36,7 +44,7 @@ class RecordWriter:
         self.stream = open(path, "w", encoding="utf-8", newline="") if path is not None else sys.stdout
         self._csv = csv.writer(self.stream, lineterminator="\n") if fmt == "csv" else None
         if self._csv is not None:
-            self._csv.writerow([*CSV_FIXED, *self.class_names])
+            self._csv.writerow(csv_header(self.class_names))
             self.stream.flush()
 
     def write(self, records: Iterable[dict]) -> None:

@@ -148,12 +148,13 @@ def _segments(times: np.ndarray) -> list[list[int]]:
 
 
 def describe(summary: dict) -> str:
-    """One line for people: frames, faces, and the expressions by share of time."""
+    """One line for people: frames, faces, the expressions by share of time, and the detector when the summary names it."""
     shares = sorted(((v, k) for k, v in summary["share"].items() if v > 0), reverse=True)
     text = ", ".join(f"{name} {share:.0%}" for share, name in shares) or "no face"
     every = f" (one in {summary['stride']})" if summary["stride"] > 1 else ""
+    by = f" (faces found by {summary['detector']})" if summary.get("detector") else ""
     return (f"{summary['source']}: {plural(summary['frames_analysed'], 'frame')} analysed{every} over {summary['seconds']:.1f} s, "
-            f"a face in {summary['frames_with_face']}: {text}")
+            f"a face in {summary['frames_with_face']}: {text}{by}")
 
 
 def plural(count: int, noun: str) -> str:

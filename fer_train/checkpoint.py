@@ -44,18 +44,65 @@ def resolve_checkpoint(path: str | Path, prefer: str = "best") -> Path:
         for name in (f"{prefer}.pt", "best.pt", "last.pt"):
             if (path / name).exists():
                 return path / name
-        raise FileNotFoundError(f"{path}: no best.pt or last.pt in this run folder")
+        raise FileNotFoundError(f"{path}: no best.pt or last.pt in this run folder (it saved no epoch); train again")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint")
     return path
 
 
-def load_checkpoint(path: str | Path, prefer: str = "best") -> dict:
+REQUIRED_KEYS = ("model_name", "state_dict")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes a zip archive
+
+
+def _remedy(path: Path) -> str:
+    """What a user can do about a damaged checkpoint of a run folder."""
+    run = path.parent
+    if path.name == "last.pt":
+        return (f"the run cannot continue from it: fine-tune from its best weights with fer-train --init-from {run}, "
+                f"or start the run afresh")
+    if path.name == "best.pt":
+        return (f"use the last epoch's weights instead ({path.with_name('last.pt')}: fer-train export {run} --last, "
+                f"or --init-from {path.with_name('last.pt')}), or train again")
+    return "train again, or name another checkpoint"
+
+
+def load_checkpoint(path: str | Path, prefer: str = "best", remedy: str | None = None) -> dict:
+    """A checkpoint (a ``.pt`` file, or a run folder's ``best.pt``/``last.pt``), read with ``weights_only=True``.
+    A file that is empty, damaged or not one of ours raises ``ValueError`` naming it and saying what to do
+    (``remedy``; by default what a run folder allows)."""
     path = resolve_checkpoint(path, prefer)
+    remedy = remedy or _remedy(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise ValueError(f"{path}: empty (0 bytes): it was cut short while being written (a full disk, or the machine "
+                         f"stopped); {remedy}")
+    if head != ZIP_MAGIC:
+        raise ValueError(f"{path}: damaged: not a PyTorch checkpoint (it was overwritten or is another kind of file); {remedy}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable fer checkpoint ({exc.__class__.__name__}: {exc})") from exc
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's own message advises weights_only=False, which is never the answer here
+        raise ValueError(f"{path}: damaged: the checkpoint cannot be read ({exc.__class__.__name__}; "
+                         f"it may have been cut short); {remedy}") from None
+    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in REQUIRED_KEYS):
+        raise ValueError(f"{path}: not a fer checkpoint (a PyTorch file without the model name and weights "
+                         f"that fer-train saves); {remedy}")
+    return checkpoint
+
+
+def load_resume_checkpoint(run_dir: str | Path) -> dict:
+    """``last.pt`` of a run folder, with the optimizer state ``--resume`` continues from."""
+    path = Path(run_dir) / "last.pt"
+    if not path.exists():
+        best = " (best.pt is there)" if (path.parent / "best.pt").exists() else ""
+        raise FileNotFoundError(f"{path}: missing{best}: --resume continues from the last saved epoch; "
+                                f"fine-tune from the run's best weights with fer-train --init-from {path.parent}, "
+                                f"or start the run afresh")
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("optimizer") is None or "epoch" not in checkpoint or "history" not in checkpoint:
+        raise ValueError(f"{path}: holds weights without the optimizer's state, so the run cannot continue from it; "
+                         f"fine-tune from it with fer-train --init-from {path}")
+    return checkpoint
 
 
 def load_parent(path: str | Path, prefer: str = "best") -> dict:

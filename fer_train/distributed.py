@@ -23,6 +23,7 @@ import contextlib
 import os
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,6 +36,8 @@ from fer_runtime.contract import EVENT_ERROR
 
 TIMEOUT_ENV = "FER_DIST_TIMEOUT"  # seconds a rank waits for the others in one collective before it fails
 DEFAULT_TIMEOUT_S = 600  # rank 0 alone runs a distillation teacher once, while the others wait
+WORKERS_SETTLE_S = 0.5  # after leaving a group: time for gloo's worker threads to let go of Python objects (leave)
+LOST_PEER_LINGER_S = 10  # a rank that lost the others waits this long for torchrun to see the rank that failed
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,8 @@ def session():
     The backend follows the hardware: ``gloo`` without a GPU; with one, ``cpu:gloo,cuda:nccl`` (NCCL for the
     CUDA tensors of a run on the GPUs, gloo for the CPU tensors of a ``--device cpu`` run) and each local rank
     takes the GPU of its number. A collective that waits longer than :func:`timeout` fails instead of hanging.
+
+    Leaving: see :func:`leave`; a process that was in a group then ends with :func:`end_torchrun_process`.
     """
     global _world
     size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -99,8 +104,46 @@ def session():
     try:
         yield _world
     finally:
-        _world = World()
+        leave()
+
+
+def leave() -> None:
+    """Leave the group: destroy it (the run's collectives are all done: every way out of a run waits for the other
+    ranks first, or has lost them).
+
+    gloo's threads outlive this: once a DistributedDataParallel has been made on a group, ``destroy_process_group``
+    no longer frees the group's gloo backend (torch 2.13 keeps a reference), so its worker threads (``pt_gloo_runloop``)
+    and transport thread live on into the interpreter's finalization (seen in /proc: two ``pt_gloo_runloop`` and a
+    ``gloo_tcp_loop`` after ``destroy_process_group``). A worker that lets go of a finished collective's tensors then
+    must take the GIL to free their Python objects; Python 3.11 ends such a thread with ``pthread_exit``, whose
+    unwinding through C++ ``noexcept`` code calls ``std::terminate``: "terminate called without an active exception",
+    SIGABRT (the path PyTorch describes in pytorch/pytorch#179291). It takes a rank that exits right after its last
+    collective (rank 1 at the end of a run, while rank 0 exported) and a worker held up by a busy core: rare.
+    So, after destroying the group, this process lets go of the GIL for :data:`WORKERS_SETTLE_S`: a worker still
+    holding a finished collective's tensors frees them now, while the interpreter is whole. And ``fer-train`` ends
+    a torchrun worker with :func:`end_torchrun_process`, which does not finalize the interpreter at all."""
+    global _world
+    _world = World()
+    with contextlib.suppress(RuntimeError, ValueError):  # a group that lost a rank is gone already
         dist.destroy_process_group()
+    time.sleep(WORKERS_SETTLE_S)  # the GIL is free meanwhile
+
+
+def end_torchrun_process(code: int, lost_peer: bool = False) -> None:
+    """Under torchrun (more than one process), end this process with ``code``: its output flushed, the interpreter
+    not finalized (see :func:`leave`); what the run writes is written and closed before. Otherwise return.
+
+    A rank that ``lost_peer`` (another rank died) first waits, up to :data:`LOST_PEER_LINGER_S`, for torchrun to stop
+    it: torchrun names the first failure it observes as the root cause, and that must be the rank that died, not this
+    one leaving a moment after it."""
+    if not launched_by_torchrun() or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    if lost_peer:
+        time.sleep(LOST_PEER_LINGER_S)
+    os._exit(code)
 
 
 def device_for(device: torch.device) -> torch.device:

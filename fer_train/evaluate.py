@@ -34,7 +34,7 @@ def predict_any(model_path: Path, images: np.ndarray) -> tuple[np.ndarray, list[
 
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from fer_runtime.contract import CLASS_NAMES
-    from .train import predict_logits
+    from .epoch import predict_logits
 
     ckpt = load_checkpoint(model_path)
     model = model_from_checkpoint(ckpt)
@@ -83,7 +83,7 @@ def evaluate(model_path: str | Path, split: str = "val", data: str | None = None
     png_path = plot_confusion(report.confusion, class_names, out_dir / f"confusion-{split}.png",
                               title=f"{name} on {split} ({report.count:,} images): accuracy {report.accuracy:.4f}")
     print_report(report, f"{name} on {split}", console)
-    console.print(f"wrote {json_path} and {png_path}")
+    console.print(f"wrote {json_path} and {png_path}", markup=False)
     return Evaluation(name, split, report, json_path, png_path)
 
 

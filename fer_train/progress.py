@@ -27,6 +27,7 @@ import time
 from typing import IO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fer_runtime.contract import (
@@ -70,7 +71,8 @@ class Reporter:
             self.stream.write(json.dumps({EVENT_KEY: event, EVENT_TIME: round(time.time(), 3), **fields}) + "\n")
             self.stream.flush()
             return
-        text = _describe(event, fields)
+        # the descriptions use markup; values from outside (run folders, arm names) are shown as they are
+        text = _describe(event, {k: escape(v) if isinstance(v, str) else v for k, v in fields.items()})
         if text is not None:
             (self._progress.console if self._progress else self.console).print(text)
 

@@ -39,9 +39,6 @@ import numpy as np
 from fer_runtime.contract import (
     CLASS_INDEX,
     FILTER_INDEX,
-    FILTERS_INFIX,
-    GRADIENT_SUFFIX,
-    LAYERS_SUFFIX,
     META_CLASS_NAMES,
     META_LAYER,
     MODEL_SUFFIX,
@@ -52,7 +49,7 @@ from fer_runtime.contract import (
     WEIGHTS_MIN_BYTES,
     WEIGHTS_SUFFIX,
 )
-from fer_runtime.explain import gradient_path
+from fer_runtime.family import model_name
 
 CHECK_IMAGES = 3  # faces per graph in the bit-identity check
 
@@ -81,16 +78,9 @@ class SharedFamily:
 # -- names ------------------------------------------------------------------------------------------
 
 def family_stem(path: str | Path) -> str:
-    """The model a graph file belongs to: ``cnn.onnx``, ``cnn.fast.onnx``, ``cnn.grad.onnx`` and
-    ``cnn.filters.conv2.onnx`` → ``cnn``; ``cnn-semi.onnx`` → ``cnn-semi``."""
-    name = Path(path).name
-    if name.endswith(GRADIENT_SUFFIX):
-        return name[: -len(GRADIENT_SUFFIX)]
-    if name.endswith(LAYERS_SUFFIX):
-        return name[: -len(LAYERS_SUFFIX)]
-    if FILTERS_INFIX in name and name.endswith(MODEL_SUFFIX):
-        return name[: name.rindex(FILTERS_INFIX)]
-    return gradient_path(path).name[: -len(GRADIENT_SUFFIX)]  # drops a variant's name: cnn.fast → cnn
+    """The family a graph file belongs to: ``cnn.onnx``, ``cnn.fast.onnx``, ``cnn.grad.onnx`` and
+    ``cnn.filters.conv2.onnx`` → ``cnn``; ``fer-best.tta.int8.onnx`` → ``fer-best`` (:func:`fer_runtime.family.model_name`)."""
+    return model_name(path).stem
 
 
 def weights_path(model_path: str | Path) -> Path:
@@ -281,14 +271,9 @@ def _move_in(graphs, inline, shared, references, blob: bytes, weights: Path, wor
 # -- the check --------------------------------------------------------------------------------------
 
 def _session(model):
-    import onnxruntime as ort
+    from fer_runtime.sessions import make_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1  # one thread: the same arithmetic in the same order, run after run
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=options,
-                                providers=["CPUExecutionProvider"])
+    return make_session(model, threads=1)  # one thread: the same arithmetic in the same order, run after run
 
 
 def check_feeds(session, images: int = CHECK_IMAGES, seed: int = 0) -> dict[str, np.ndarray]:

@@ -20,7 +20,8 @@ from fer_runtime.synthetic import make_faces
 
 from .config import TrainConfig
 from .models import create_model
-from .train import bf16_supported, build_optimizer, train_one_epoch
+from .devices import bf16_supported
+from .epoch import build_optimizer, train_one_epoch
 
 BATCH_LIMIT = 64  # the batches timed are at most this large: enough to rank the paths, short enough to take seconds
 WARM_UP_STEPS, TIMED_STEPS = 2, 5

@@ -21,9 +21,10 @@ from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import Footer, TabbedContent, TabPane
+from textual.notifications import SeverityLevel
 from textual.worker import get_current_worker
 
-from fer_runtime.variants import VARIANT_CHOICES
+from fer_runtime.family import VARIANT_CHOICES
 
 from .catalog import (
     ModelEntry,
@@ -47,7 +48,7 @@ from .messages import (
     PredictProgress,
     StepFace,
 )
-from .predictions import Cancelled, predict_split
+from .predictions import Cancelled, DiskPredictions, PredictionCache
 from .state import Context, Settings
 from .views.base import View
 from .views.browse import BrowseView, Filters
@@ -93,7 +94,8 @@ class FerApp(App[None]):
         super().__init__()
         self.options = options
         self.clock = clock
-        self.context = Context(settings=options.settings)
+        self.context = Context(settings=options.settings,
+                               cache=PredictionCache(DiskPredictions() if options.settings.disk_cache else None))
         self.activity = ""
         self._warned: set[tuple] = set()
 
@@ -149,6 +151,12 @@ class FerApp(App[None]):
         if new.dataset is not old.dataset:
             self.query_one(DataNotes).show(new.dataset)
 
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Notifications are plain text unless a caller asks for markup: they carry file names, errors and other
+        programs' words (``pip install '.[train]'``), whose brackets Rich markup would eat. (Textual's default is markup.)"""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     def set_activity(self, text: str) -> None:
         self.activity = text
         self.query_one(ContextBar).show(self.context, text)
@@ -178,16 +186,13 @@ class FerApp(App[None]):
             self.post_message(PredictProgress(entry.key, split_name, done, total))
 
         try:
-            predictions = cache.get(entry, split_name)
-            if predictions is None:
-                predictions = predict_split(entry, split_name, split, progress=progress, cancelled=lambda: worker.is_cancelled,
-                                            clock=self.clock)
+            predictions = cache.compute(entry, split_name, split, progress=progress, cancelled=lambda: worker.is_cancelled,
+                                        clock=self.clock)
         except Cancelled:
             return
         except Exception as exc:  # a model that loads but cannot run on these inputs
             self.post_message(PredictFailed(entry.key, split_name, f"{entry.name} failed on {split_name}: {exc}"))
             return
-        cache.put(predictions)
         self.post_message(PredictionsReady(predictions))
 
     def switch(self, **changes) -> None:
@@ -250,7 +255,8 @@ class FerApp(App[None]):
         ctx = self.context
         if ctx.model is None or (p.model_key, p.split_name) != (ctx.model.key, ctx.split_name):
             return
-        self.set_activity(f"{len(p):,} predictions in {p.seconds:.2f} s")
+        self.set_activity(f"{len(p):,} predictions from the cache (computed in {p.seconds:.2f} s)" if p.stored
+                          else f"{len(p):,} predictions in {p.seconds:.2f} s")
         self.set_context(predictions=p)
 
     def on_predict_failed(self, message: PredictFailed) -> None:
@@ -341,6 +347,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--variant", choices=VARIANT_CHOICES, default="auto",
                    help="which file predicts a split: auto, the fastest variant of the model that passed the accuracy gate "
                         "(int8, else fast, else the model), or that one (default: %(default)s)")
+    p.add_argument("--no-cache", action="store_true", help="compute every prediction again instead of reading the ones an earlier "
+                   "start stored (under $FER_CACHE_DIR/predictions, keyed by the model's and the data's content)")
     p.add_argument("--export-dir", default="exported", help="where the Train view's jobs export models (default: %(default)s)")
     p.add_argument("--runs-root", default="runs", help="where the Train view's jobs keep their run folders (default: %(default)s)")
     return p.parse_args(argv)
@@ -367,7 +375,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.data and data:
         raise SystemExit(f"fer-tui: two data sources given ({data} and --data {args.data}); pass one")
     app = make_app(data=args.data or data, models=models, model_dirs=args.models, split=args.split, demo=args.demo,
-                   plain=args.plain, settings=Settings(export_dir=Path(args.export_dir), runs_root=Path(args.runs_root), variant=args.variant))
+                   plain=args.plain, settings=Settings(export_dir=Path(args.export_dir), runs_root=Path(args.runs_root), variant=args.variant,
+                                     disk_cache=not args.no_cache))
     app.run()
     return 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from fer_runtime.contract import DATA_ENV_VAR
-from fer_runtime.io import DataError, Source, Split, default_data_path, load_source
+from fer_runtime.io import DataError, Source, Split, cache_root, default_data_path, load_source
 from fer_runtime.splits import TRAIN_NAMES, make_splits
 from fer_runtime.synthetic import make_faces, write_demo_csv
 
@@ -50,7 +50,7 @@ class DataSet:
         """A path ``fer-train --data`` can read: the source itself, or the demo faces written as CSV."""
         if self.path is not None:
             return self.path
-        folder = cache_dir or Path(os.environ.get("FER_CACHE_DIR") or Path.home() / ".cache" / "fer")
+        folder = cache_dir or cache_root()
         target = folder / f"demo-faces-{DEMO_TRAIN}-{DEMO_TEST}-{DEMO_SEED}.csv"
         if not target.exists():
             folder.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@
 - **face crops**, read as today by :func:`fer_runtime.io.read_image_folder` without detection: a folder sorted
   into class folders (``<class>/*`` or ``<split>/<class>/*``), or one whose images are all 48×48 (FER2013's size);
 - **photographs**, anything else: every image under the folder (recursively, hidden entries skipped) is read with
-  :mod:`fer_runtime.media`, its faces found by :mod:`fer_runtime.faces`, and each face becomes one unlabelled image
+  :mod:`fer_runtime.media`, its faces found by :mod:`fer_runtime.faces` (CenterFace), and each face becomes one unlabelled image
   of the split ``photos``. Photos without a face and files that cannot be read are kept in lists, with the reason.
 
 Each photo keeps a small RGB thumbnail (longest side :data:`THUMB_SIDE`), so Browse draws the photo with the face's
@@ -173,24 +173,25 @@ def thumbnail(rgb: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
 
 def load_photos(root: str | Path, *, detector=None, progress: Progress | None = None,
                 cancelled: Callable[[], bool] | None = None) -> PhotoFaces:
-    """Detect the faces in every image under ``root``. ``detector``: a :class:`fer_runtime.faces.FaceDetector`
-    (the default one when None). ``progress(done, total, name)`` after each photo. Raises :class:`DataError`
+    """Detect the faces in every image under ``root``. ``detector``: any of :mod:`fer_runtime.faces`' detectors
+    (the default one, CenterFace, when None). ``progress(done, total, name)`` after each photo. Raises :class:`DataError`
     when ``root`` holds no image at all."""
-    from fer_runtime.faces import FaceDetector
+    from fer_runtime.faces import make_detector
 
     root = Path(root)
-    detector = detector or FaceDetector()
-    inputs, missing, _ = find_inputs([root])
-    if missing:
-        raise DataError(root, missing[0].reason)
+    detector = detector or make_detector()
+    inputs, problems, _ = find_inputs([root])
+    if any(Path(p.path) == root for p in problems):
+        raise DataError(root, next(p.reason for p in problems if Path(p.path) == root))
     images = [i for i in inputs if i.kind == IMAGE]
     if not images:
-        raise DataError(root, "no images found (.png, .jpg, …) in the folder or its subfolders")
+        raise DataError(root, "no images found (.png, .jpg, …) in the folder or its subfolders"
+                        + "".join(f"; {_relative(Path(p.path), root)}: {p.reason}" for p in problems[:3]))
     crops: list[np.ndarray] = []
     faces: list[PhotoFace] = []
     origin: list[str] = []
     photos: list[Photo] = []
-    unreadable: list[MediaError] = []
+    unreadable: list[MediaError] = list(problems)  # subfolders that could not be read
     for done, item in enumerate(images, start=1):
         if cancelled is not None and cancelled():
             break

@@ -1,4 +1,10 @@
-"""A model's predictions over a split, computed once and cached while the app runs, and the filters of Browse.
+"""A model's predictions over a split, computed once and kept — in memory while the app runs, and on disk for the
+next start — and the filters of Browse.
+
+The disk copy (:class:`DiskPredictions`, under ``$FER_CACHE_DIR/predictions``) is keyed by content, never by names
+or times: the SHA-256 of the file that ran (and of the weights file beside it) and of the split's pixels and labels.
+A re-exported model, an edited CSV or another split gets another key, so a stored result can never be stale; a
+file that cannot be read is ignored and computed again.
 
 Torch-free and textual-free: the prediction worker calls :meth:`PredictionCache.compute`, the views call
 :func:`select`.
@@ -6,14 +12,19 @@ Torch-free and textual-free: the prediction worker calls :meth:`PredictionCache.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
+import zipfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from fer_runtime.io import Split
+from fer_runtime.family import model_name
+from fer_runtime.io import Split, cache_root
 from fer_runtime.metrics import Report, classification_report, softmax
 
 from .catalog import ModelEntry
@@ -37,6 +48,7 @@ class Predictions:
     class_names: list[str]
     seconds: float = 0.0
     ran: str = ""  # the file that computed them: the fastest variant that passed the gate (ModelEntry.runner)
+    stored: bool = False  # read back from the disk cache (``seconds``: what computing them took then)
     probs: np.ndarray = field(init=False, repr=False)
     predicted: np.ndarray = field(init=False, repr=False)
     confidence: np.ndarray = field(init=False, repr=False)
@@ -83,12 +95,73 @@ def predict_split(entry: ModelEntry, split_name: str, split: Split, progress: Ca
                        ran=runner.path.name)
 
 
-class PredictionCache:
-    """Predictions by (model, split): each is computed once per app run. Safe to use from worker threads."""
+CACHE_FORMAT = 1  # part of every key: a change to what is stored makes old files unreachable
 
-    def __init__(self):
+
+def _file_digest(path: Path, digest) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+
+
+def content_key(model_file: str | Path, split: Split) -> str:
+    """The SHA-256 of what decides the logits: the model file that runs, the weights file its family shares
+    (``<stem>.weights``, when there), and the split's pixels and labels."""
+    digest = hashlib.sha256(f"fer-predictions {CACHE_FORMAT}\n".encode())
+    model_file = Path(model_file)
+    for path in (model_file, model_file.with_name(model_name(model_file).weights_name)):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0")
+            _file_digest(path, digest)
+    images = np.ascontiguousarray(split.images)
+    digest.update(f"{images.dtype}{images.shape}".encode())
+    digest.update(memoryview(images).cast("B"))
+    digest.update(np.ascontiguousarray(np.asarray(split.labels, np.int64)).tobytes())
+    return digest.hexdigest()
+
+
+def default_folder() -> Path:
+    """``$FER_CACHE_DIR/predictions`` (default ``~/.cache/fer/predictions``)."""
+    return cache_root() / "predictions"
+
+
+class DiskPredictions:
+    """Logits on disk, one ``.npz`` per :func:`content_key`; never raises on a damaged or unwritable cache."""
+
+    def __init__(self, folder: str | Path | None = None):
+        self.folder = Path(folder) if folder is not None else default_folder()
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.npz"
+
+    def load(self, key: str) -> tuple[np.ndarray, float, str] | None:
+        """``(logits, seconds, ran)`` stored under ``key``, or None."""
+        try:
+            with np.load(self._path(key), allow_pickle=False) as stored:
+                return stored["logits"].astype(np.float32), float(stored["seconds"]), str(stored["ran"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # absent, or cut short by a crash: compute again
+            return None
+
+    def save(self, key: str, predictions: Predictions) -> bool:
+        """Store atomically (a reader never sees half a file); False when the folder cannot be written."""
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp.npz"
+            np.savez(tmp, logits=predictions.logits, seconds=predictions.seconds, ran=predictions.ran)
+            os.replace(tmp, self._path(key))
+            return True
+        except OSError:
+            return False
+
+
+class PredictionCache:
+    """Predictions by (model, split): each is computed once per app run, and read from ``disk`` (a
+    :class:`DiskPredictions`, None for memory only) when an earlier run computed it. Safe from worker threads."""
+
+    def __init__(self, disk: DiskPredictions | None = None):
         self._items: dict[tuple, Predictions] = {}
         self._lock = threading.Lock()
+        self.disk = disk
 
     def get(self, entry: ModelEntry, split_name: str) -> Predictions | None:
         with self._lock:
@@ -99,10 +172,21 @@ class PredictionCache:
             self._items[(predictions.model_key, predictions.split_name)] = predictions
 
     def compute(self, entry: ModelEntry, split_name: str, split: Split, **kwargs) -> Predictions:
+        """From memory, else from disk, else computed (and then stored in both)."""
         cached = self.get(entry, split_name)
         if cached is not None:
             return cached
-        predictions = predict_split(entry, split_name, split, **kwargs)
+        runner = entry.runner
+        key = content_key(runner.path, split) if self.disk is not None and runner is not None else None
+        stored = self.disk.load(key) if key is not None else None
+        if stored is not None and stored[0].shape == (len(split), len(entry.class_names)):
+            logits, seconds, ran = stored
+            predictions = Predictions(entry.key, split_name, logits, np.asarray(split.labels, np.int64), entry.class_names, seconds,
+                                      ran=ran, stored=True)
+        else:
+            predictions = predict_split(entry, split_name, split, **kwargs)
+            if key is not None:
+                self.disk.save(key, predictions)
         self.put(predictions)
         return predictions
 

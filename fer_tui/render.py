@@ -17,23 +17,13 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
+from fer_runtime.explain.heatmap import INFERNO_LUT, heat_over_face, legend_colours
+
 UPPER_HALF = "▀"
 # Dark to bright: on a dark terminal background a bright pixel is the densest character.
 RAMP = " .:-=+*#%@"
 
-# Anchors of a perceptually ordered heat map (after matplotlib's "inferno"): black, purple, red, orange, yellow.
-_HEAT_ANCHORS = np.array([[0, 0, 4], [40, 11, 84], [101, 21, 110], [159, 42, 99], [212, 72, 66],
-                          [245, 125, 21], [250, 193, 39], [252, 255, 164]], np.float32)
-
-
-def _heat_lut() -> np.ndarray:
-    """256 RGB colours interpolated between the anchors."""
-    positions = np.linspace(0, 255, len(_HEAT_ANCHORS))
-    levels = np.arange(256)
-    return np.stack([np.interp(levels, positions, _HEAT_ANCHORS[:, c]) for c in range(3)], axis=1).round().astype(np.uint8)
-
-
-HEAT_LUT = _heat_lut()
+HEAT_LUT = INFERNO_LUT
 
 
 def fit(image: np.ndarray, size: int) -> np.ndarray:
@@ -95,11 +85,26 @@ def heat_to_rgb(values: np.ndarray) -> np.ndarray:
     return HEAT_LUT[index]
 
 
-def overlay(gray: np.ndarray, values: np.ndarray, alpha: float = 0.6) -> np.ndarray:
-    """The heat map of ``values`` (0..1) laid over the grayscale face, ``alpha`` of it heat."""
-    face = gray_to_rgb(gray).astype(np.float32)
-    heat = heat_to_rgb(values).astype(np.float32)
-    return np.clip((1 - alpha) * face + alpha * heat, 0, 255).astype(np.uint8)
+def saliency_picture(face: np.ndarray, values: np.ndarray, plain: bool = False) -> np.ndarray:
+    """A saliency map (0..1) as the Saliency view draws it: in colour over the dimmed face
+    (:func:`fer_runtime.explain.heatmap.heat_over_face`, the explain command's rendering too), or, for terminals
+    without colour, the map's strength alone as grey levels for the character ramp."""
+    if plain:
+        return (np.clip(np.asarray(values, np.float32), 0, 1) * 255).astype(np.uint8)
+    return heat_over_face(face, values)
+
+
+def legend_text(width: int, plain: bool = False, low: str = "weak ", high: str = " strong") -> Text:
+    """The colour map's legend in ``width`` cells between ``low`` and ``high``: what a colour (or, plain, a character) means."""
+    text = Text(no_wrap=True, overflow="crop")
+    text.append(low, "dim")
+    if plain:
+        text.append("".join(RAMP[min(len(RAMP) - 1, i * len(RAMP) // width)] for i in range(width)).replace(" ", "·"))
+    else:
+        for r, g, b in legend_colours(width).tolist():
+            text.append("█", f"rgb({r},{g},{b})")
+    text.append(high, "dim")
+    return text
 
 
 def half_block_cells(rgb: np.ndarray) -> list[list[tuple[tuple[int, int, int], tuple[int, int, int]]]]:

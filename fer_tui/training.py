@@ -22,8 +22,13 @@ from typing import Iterator
 from fer_runtime.contract import (EVENT_ARM, EVENT_BATCH, EVENT_DONE, EVENT_EPOCH, EVENT_ERROR, EVENT_EXPORTED, EVENT_INTERRUPTED, EVENT_KEY,
                                   EVENT_MESSAGE, EVENT_ROUND, EVENT_START, EVENT_TIME)
 from fer_runtime.contract import MODEL_NAMES as MODEL_CHOICES
-OPTIMIZER_CHOICES = ("adam", "adadelta", "sgd")
-DEFAULT_THRESHOLD = 0.45
+from fer_runtime.recipes import DEFAULTS, MAX_EPOCHS, OPTIMIZERS, SEMI_THRESHOLD, threshold_problem
+
+# the form starts from what `fer-train` runs without flags, and accepts what it accepts (fer_runtime.recipes)
+OPTIMIZER_CHOICES = OPTIMIZERS
+DEFAULT_EPOCHS = DEFAULTS["epochs"]
+DEFAULT_OPTIMIZER = DEFAULTS["optimizer"]
+DEFAULT_THRESHOLD = SEMI_THRESHOLD
 
 
 @dataclass
@@ -31,8 +36,8 @@ class TrainRequest:
     """What the Train form asks for; :meth:`argv` turns it into the fer-train command line."""
 
     model: str = "cnn"
-    epochs: int = 10
-    optimizer: str = "adam"
+    epochs: int = DEFAULT_EPOCHS
+    optimizer: str = DEFAULT_OPTIMIZER
     semi: bool = False
     threshold: float = DEFAULT_THRESHOLD
     data: str | None = None
@@ -49,10 +54,10 @@ class TrainRequest:
             problems.append(f"model must be one of {', '.join(MODEL_CHOICES)}")
         if self.optimizer not in OPTIMIZER_CHOICES:
             problems.append(f"optimizer must be one of {', '.join(OPTIMIZER_CHOICES)}")
-        if not 1 <= self.epochs <= 10_000:
-            problems.append("epochs must be a whole number from 1 to 10000")
-        if self.semi and not 0.0 < self.threshold < 1.0:
-            problems.append("the semi-supervised threshold must lie between 0 and 1")
+        if not 1 <= self.epochs <= MAX_EPOCHS:
+            problems.append(f"epochs must be a whole number from 1 to {MAX_EPOCHS}")
+        if self.semi and threshold_problem(self.threshold, "the semi-supervised threshold"):
+            problems.append(threshold_problem(self.threshold, "the semi-supervised threshold"))
         for name in ("limit_train", "limit_val", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -150,67 +155,80 @@ class JobState:
     def apply(self, event: dict) -> str | None:
         """Fold in one event; returns a line for the job's log, or None for events not worth a line."""
         kind = event.get(EVENT_KEY)
-        when = event.get(EVENT_TIME)
-        if kind == EVENT_START:
-            self.status = "running"
-            self.model = str(event.get("model", ""))
-            self.epochs = int(event.get("epochs", 0))
-            self.epoch = int(event.get("start_epoch", 1))
-            self.steps = int(event.get("steps_per_epoch", 0))
-            self.run_dir = event.get("run_dir")
-            self.train_size, self.val_size = event.get("train_size"), event.get("val_size")
-            self._epoch_started = self._last_epoch_end = when
-            return (f"started {self.model} on {self.train_size:,} training / {self.val_size:,} validation images, "
-                    f"{event.get('device', '?')}, epochs {self.epoch}–{self.epochs} → {self.run_dir}") if self.train_size is not None else f"started {self.model}"
-        if kind == EVENT_BATCH:
-            self.epoch, self.step, self.steps = int(event["epoch"]), int(event["step"]), int(event["steps"])
-            self.epochs = int(event.get("epochs", self.epochs))
-            self.loss, self.acc = float(event["loss"]), float(event["acc"])
-            self.images_per_s = event.get("images_per_s")
-            self.batches.append((self.epoch - 1 + self.step / max(self.steps, 1), self.loss, self.acc))
-            self._update_eta(when)
-            return None
-        if kind == EVENT_EPOCH:
-            self.history.append(event)
-            self.epoch = int(event["epoch"])
-            self.epochs = int(event.get("epochs", self.epochs))
-            self.step = self.steps
-            self.eta_s = event.get("eta_s")
-            self._last_epoch_end = when
-            best = "  best" if event.get("best") else ""
-            return (f"epoch {self.epoch}/{self.epochs}  train loss {event['train_loss']:.4f} acc {event['train_acc']:.4f}  "
-                    f"val loss {event['val_loss']:.4f} acc {event['val_acc']:.4f}  {event.get('seconds', 0):.0f}s{best}")
-        if kind == EVENT_ARM:  # a new arm starts its own epochs: the curves show the arm in progress
-            self.arm = str(event.get("arm", ""))
-            self.arm_index, self.arms = int(event.get("index", 1)), int(event.get("arms", 1))
-            self.epochs = int(event.get("epochs", self.epochs))
-            self.history, self.batches, self.step = [], [], 0
-            self.epoch = int(event.get("start_epoch", 1))
-            self._epoch_started = self._last_epoch_end = when
-            return f"arm {self.arm} ({self.arm_index} of {self.arms}): epochs {self.epoch}–{self.epochs}"
-        if kind == EVENT_ROUND:
-            self.rounds.append(event)
-            details = "  ".join(f"{k} {_short(v)}" for k, v in event.items() if k not in (EVENT_KEY, EVENT_TIME))
-            return f"round: {details}"
-        if kind == EVENT_MESSAGE:
-            return str(event.get("text", ""))
-        if kind == EVENT_EXPORTED:
-            return f"exported {event.get('path')}"
-        if kind == EVENT_DONE:
-            self.status = "done"
-            self.best_val_acc, self.best_epoch = event.get("best_val_acc"), event.get("best_epoch")
-            self.exported = event.get("onnx")
-            self.eta_s = 0.0
-            acc = f"{self.best_val_acc:.4f}" if isinstance(self.best_val_acc, (int, float)) else "?"
-            return f"done: best val acc {acc} at epoch {self.best_epoch}; model {self.exported or '(not exported)'}"
-        if kind == EVENT_INTERRUPTED:
-            self.status = "cancelled"
-            return f"cancelled after epoch {event.get('epoch')}; continue with: fer-train --resume {event.get('run_dir')}"
-        if kind == EVENT_ERROR:
-            self.status = "failed"
-            self.error = str(event.get("message", "unknown error"))
-            return f"error: {self.error}"
-        return f"{kind}: {json.dumps({k: v for k, v in event.items() if k not in ('event', 'time')})[:200]}"
+        handler = self._HANDLERS.get(kind)
+        if handler is None:
+            return f"{kind}: {json.dumps({k: v for k, v in event.items() if k not in ('event', 'time')})[:200]}"
+        return handler(self, event, event.get(EVENT_TIME))
+
+    def _on_start(self, event: dict, when: float | None) -> str | None:
+        self.status = "running"
+        self.model = str(event.get("model", ""))
+        self.epochs = int(event.get("epochs", 0))
+        self.epoch = int(event.get("start_epoch", 1))
+        self.steps = int(event.get("steps_per_epoch", 0))
+        self.run_dir = event.get("run_dir")
+        self.train_size, self.val_size = event.get("train_size"), event.get("val_size")
+        self._epoch_started = self._last_epoch_end = when
+        return (f"started {self.model} on {self.train_size:,} training / {self.val_size:,} validation images, "
+                f"{event.get('device', '?')}, epochs {self.epoch}–{self.epochs} → {self.run_dir}") if self.train_size is not None else f"started {self.model}"
+
+    def _on_batch(self, event: dict, when: float | None) -> str | None:
+        self.epoch, self.step, self.steps = int(event["epoch"]), int(event["step"]), int(event["steps"])
+        self.epochs = int(event.get("epochs", self.epochs))
+        self.loss, self.acc = float(event["loss"]), float(event["acc"])
+        self.images_per_s = event.get("images_per_s")
+        self.batches.append((self.epoch - 1 + self.step / max(self.steps, 1), self.loss, self.acc))
+        self._update_eta(when)
+        return None
+
+    def _on_epoch(self, event: dict, when: float | None) -> str | None:
+        self.history.append(event)
+        self.epoch = int(event["epoch"])
+        self.epochs = int(event.get("epochs", self.epochs))
+        self.step = self.steps
+        self.eta_s = event.get("eta_s")
+        self._last_epoch_end = when
+        best = "  best" if event.get("best") else ""
+        return (f"epoch {self.epoch}/{self.epochs}  train loss {event['train_loss']:.4f} acc {event['train_acc']:.4f}  "
+                f"val loss {event['val_loss']:.4f} acc {event['val_acc']:.4f}  {event.get('seconds', 0):.0f}s{best}")
+
+    def _on_arm(self, event: dict, when: float | None) -> str | None:
+        # a new arm starts its own epochs: the curves show the arm in progress
+        self.arm = str(event.get("arm", ""))
+        self.arm_index, self.arms = int(event.get("index", 1)), int(event.get("arms", 1))
+        self.epochs = int(event.get("epochs", self.epochs))
+        self.history, self.batches, self.step = [], [], 0
+        self.epoch = int(event.get("start_epoch", 1))
+        self._epoch_started = self._last_epoch_end = when
+        return f"arm {self.arm} ({self.arm_index} of {self.arms}): epochs {self.epoch}–{self.epochs}"
+
+    def _on_round(self, event: dict, when: float | None) -> str | None:
+        self.rounds.append(event)
+        details = "  ".join(f"{k} {_short(v)}" for k, v in event.items() if k not in (EVENT_KEY, EVENT_TIME))
+        return f"round: {details}"
+
+    def _on_message(self, event: dict, when: float | None) -> str | None:
+        return str(event.get("text", ""))
+
+    def _on_exported(self, event: dict, when: float | None) -> str | None:
+        return f"exported {event.get('path')}"
+
+    def _on_done(self, event: dict, when: float | None) -> str | None:
+        self.status = "done"
+        self.best_val_acc, self.best_epoch = event.get("best_val_acc"), event.get("best_epoch")
+        self.exported = event.get("onnx")
+        self.eta_s = 0.0
+        acc = f"{self.best_val_acc:.4f}" if isinstance(self.best_val_acc, (int, float)) else "?"
+        return f"done: best val acc {acc} at epoch {self.best_epoch}; model {self.exported or '(not exported)'}"
+
+    def _on_interrupted(self, event: dict, when: float | None) -> str | None:
+        self.status = "cancelled"
+        return f"cancelled after epoch {event.get('epoch')}; continue with: fer-train --resume {event.get('run_dir')}"
+
+    def _on_error(self, event: dict, when: float | None) -> str | None:
+        self.status = "failed"
+        self.error = str(event.get("message", "unknown error"))
+        return f"error: {self.error}"
 
     def _update_eta(self, when: float | None) -> None:
         if when is None or not self.steps:
@@ -239,6 +257,21 @@ class JobState:
         tail = stderr_tail.strip()
         self.error = f"fer-train exited with code {returncode}" + (f": {tail.splitlines()[-1]}" if tail else "")
         return f"fer-train exited with code {returncode}" + (f"; the end of its output:\n{stderr_tail.rstrip()}" if tail else "")
+
+
+# event name → the method that folds it in
+JobState._HANDLERS = {
+    EVENT_START: JobState._on_start,
+    EVENT_BATCH: JobState._on_batch,
+    EVENT_EPOCH: JobState._on_epoch,
+    EVENT_ARM: JobState._on_arm,
+    EVENT_ROUND: JobState._on_round,
+    EVENT_MESSAGE: JobState._on_message,
+    EVENT_EXPORTED: JobState._on_exported,
+    EVENT_DONE: JobState._on_done,
+    EVENT_INTERRUPTED: JobState._on_interrupted,
+    EVENT_ERROR: JobState._on_error,
+}
 
 
 def _short(value) -> str:

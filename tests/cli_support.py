@@ -13,7 +13,7 @@ from pathlib import Path
 
 def planned_config(run_dir: Path, argv: list[str]):
     """The config ``fer-train ARGV --run-dir RUN_DIR`` would train with; nothing is trained."""
-    from fer_train.cli import _plan_run, _train_parser
+    from fer_train.train_cli import _plan_run, _train_parser
 
     args = [*argv, "--run-dir", str(run_dir)]
     return _plan_run(_train_parser().parse_args(args), args)[0]

@@ -33,6 +33,11 @@ def real_data() -> Path:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Data caches of generated files go to a temporary folder, never the user's ~/.cache."""
     monkeypatch.setenv("FER_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "fer-cache"))
+    # stored predictions are per test: a test sees what the app computes, never what an earlier test left
+    import fer_tui.predictions
+
+    folder = tmp_path_factory.mktemp("predictions")
+    monkeypatch.setattr(fer_tui.predictions, "default_folder", lambda: folder)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,10 @@ checkout) must bring only numpy, onnxruntime, pillow, opencv-python-headless (th
 without the system's packages, installs the checkout into it from the package index (pip's cache makes this
 quick after the first time), and then, with torch absent, runs ``fer-tui --help``, predicts the demo faces with
 a shipped model, explains one of them, and checks that ``fer-train`` says how to get the training extra.
+
+The install carries its default model family (``fer-best``, bundled by setup.py from ``exported/``): from an empty
+folder outside the checkout, ``fer-predict`` finds the astronaut's one face and calls it Happy, and ``fer-tui
+--demo`` opens on a model from inside the package.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import venv
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"numpy", "onnxruntime", "pillow", "opencv-python-headless", "rich", "textual"}
@@ -32,6 +37,23 @@ logits = model.predict_logits(faces)
 saliency = Explainer(model.path).saliency(faces[:2])
 print(json.dumps({"shape": list(logits.shape), "classes": model.class_names, "saliency": list(saliency.map.shape),
                   "torch": importlib.util.find_spec("torch") is not None, "loaded": sorted(m for m in sys.modules if m.startswith("torch"))}))
+"""
+
+
+TUI_OPENS_ON_A_MODEL = """
+import asyncio, json
+from fer_runtime.catalog import BUNDLED_DIR
+from fer_tui.app import make_app
+
+async def main():
+    app = make_app(demo=True)
+    async with app.run_test(size=(100, 30)) as pilot:
+        while not app.context.models_loaded:
+            await pilot.pause(0.05)
+        model = app.context.model
+        print(json.dumps({"model": model.name, "inside_the_package": model.path.parent == BUNDLED_DIR}))
+
+asyncio.run(main())
 """
 
 
@@ -64,3 +86,26 @@ def test_base_install_runs_the_tui_and_a_model_without_torch(tmp_path):
 
     train = _run([bin_dir / "fer-train", "--epochs", "1"], cwd=tmp_path)
     assert train.returncode == 2 and "fer-workbench[train]" in train.stderr.replace("\n", " "), train.stderr
+
+    # the models inside the install, used from a folder that has no exported/ and is not the checkout
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image (the dev extra) provides the test photograph")
+    Image.fromarray(skimage_data.astronaut()).save(elsewhere / "astronaut.png")
+    bundled = _run([bin_dir / "python", "-c", "import json, fer_runtime.catalog as c; e = c.best_model(); "
+                    "print(json.dumps([str(c.BUNDLED_DIR), sorted(p.name for p in c.BUNDLED_DIR.iterdir()), str(e.path), e.runner.path.name]))"],
+                   cwd=elsewhere)
+    assert bundled.returncode == 0, bundled.stderr[-3000:]
+    folder, files, best, runner = json.loads(bundled.stdout.strip().splitlines()[-1])
+    assert str(env_dir) in folder and all(name.startswith("fer-best.") for name in files), files
+    assert "fer-best.weights" in files and "fer-best.grad.onnx" in files
+    assert best.startswith(folder) and runner == "fer-best.tta.int8.onnx"
+
+    predict = _run([bin_dir / "fer-predict", "astronaut.png", "--format", "jsonl"], cwd=elsewhere)
+    assert predict.returncode == 0, predict.stdout[-2000:] + predict.stderr[-3000:]
+    records = [json.loads(line) for line in predict.stdout.splitlines() if line.startswith("{")]
+    assert len(records) == 1 and records[0]["label"] == "Happy", predict.stdout
+
+    tui = _run([bin_dir / "python", "-c", TUI_OPENS_ON_A_MODEL], cwd=elsewhere)
+    assert tui.returncode == 0, tui.stderr[-3000:]
+    assert json.loads(tui.stdout.strip().splitlines()[-1]) == {"model": "fer-best.tta.int8", "inside_the_package": True}

@@ -39,7 +39,7 @@ def _config(demo_csv, **kw) -> TrainConfig:
     # SGD, whose step is linear in the gradient (Adam's divides by its root mean square, which magnifies rounding)
     base = dict(model="dnn", model_kwargs={"dropout": 0.0}, data=str(demo_csv), epochs=2, batch_size=32, limit_train=99,
                 limit_val=40, augment=False, optimizer="sgd", threads=1)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_recipe("study", **{**base, **kw})  # the study's recipe: no schedule, no flips or erasing
 
 
 def _free_port() -> int:
@@ -171,7 +171,7 @@ def test_a_killed_rank_ends_the_group_with_its_rank_named(demo_csv, tmp_path):
 
 
 def test_semi_and_a_batch_the_ranks_cannot_share_are_refused_under_torchrun(monkeypatch):
-    from fer_train.cli import _plan_run, _train_parser
+    from fer_train.train_cli import _plan_run, _train_parser
 
     monkeypatch.setattr(distributed, "_world", distributed.World(rank=0, size=2))  # what rank 0 of two sees
     for argv, problem in ((["--semi"], "--semi: not under torchrun"), (["--batch-size", "63"], "global batch")):

@@ -32,15 +32,16 @@ def cnn_run(demo_csv, tmp_path_factory):
 
 def test_export_writes_and_ships_the_explanation_graphs(cnn_run):
     run, exported = cnn_run / "run", cnn_run / "exported"
-    expected = {"grad", "layers"} | {f"filters.{name}" for name in LAYERS}
+    expected = {"grad", "gradcam", "layers"} | {f"filters.{name}" for name in LAYERS}
     assert {p.name[len("model."):-len(".onnx")] for p in run.glob("model.*.onnx")} == expected
     assert {p.name[len("tiny."):-len(".onnx")] for p in exported.glob("tiny.*.onnx")} == expected
     events = [json.loads(line) for line in (cnn_run / "events.jsonl").read_text().splitlines()]
     checks = [e["text"] for e in events if e["event"] == "message" and e["text"].startswith("explanation graph")]
-    assert len(checks) == 7 and all("of scale" in c for c in checks)
+    assert len(checks) == 8 and all("of scale" in c for c in checks)
     explainer = Explainer(exported / "tiny.onnx", threads=1)
     face = make_faces(1, seed=0)[0]
     assert explainer.saliency(face).map.shape == (1, 48, 48)
+    assert explainer.face_saliency(face, method="gradcam", faithfulness=False).values.shape == (48, 48)  # Grad-CAM, torch-free
 
 
 def test_explain_command_writes_every_picture_and_an_index(cnn_run, capsys):

@@ -304,7 +304,7 @@ def test_gate_refuses_a_damaged_variant_and_removes_the_stale_one(exported, spli
         bias.CopyFrom(numpy_helper.from_array(values, bias.name))
         return model, {}
 
-    monkeypatch.setattr(optimize.variants, "quantize_int8", damaged_int8)  # where optimize_model looks it up
+    monkeypatch.setattr(optimize.builders, "quantize_int8", damaged_int8)  # where the int8 builder looks it up
     stale = tmp_path / "cnn.int8.onnx"
     stale.write_bytes(source.read_bytes())  # an int8 file from some earlier model
     [result] = optimize_model(source, splits, out_dir=tmp_path, variants=("int8",), log=lambda line: None)

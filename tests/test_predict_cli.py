@@ -7,6 +7,7 @@ scikit-image's (inside its wheel), the video is made of them with cv2.VideoWrite
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from fer_runtime.annotate import CLASS_COLOURS  # noqa: E402
 from fer_runtime.catalog import best_model, default_model_dirs, find_models, load_entry  # noqa: E402
 from fer_runtime.contract import CLASS_NAMES  # noqa: E402
 from fer_runtime.predict_cli import EXIT_CANNOT_RUN, EXIT_OK, EXIT_SOME_FAILED, main  # noqa: E402
-from fer_runtime.records import CSV_FIXED  # noqa: E402
+from fer_runtime.records import csv_header  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--model", str(REPO / "exported" / "fer-best.onnx"), "--no-progress", "--threads", "1"]
@@ -89,12 +90,15 @@ def test_jsonl_on_stdout_one_record_per_face(capsys, media):
     records = [json.loads(line) for line in out.splitlines()]
     assert len(records) == 1
     record = records[0]
-    assert list(record) == ["source", "box", "label", "confidence", "probabilities"]
-    assert record["source"] == str(media["astronaut"]) and record["label"] == "Happy"
+    assert list(record) == ["source", "box", "landmarks", "detector", "label", "confidence", "probabilities"]
+    assert record["source"] == str(media["astronaut"]) and record["label"] == "Happy" and record["detector"] == "centerface"
     assert list(record["probabilities"]) == list(CLASS_NAMES)
     assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     x, y, w, h = record["box"]
     assert 150 < x < 200 and 40 < y < 90 and 80 < w < 120
+    (left_eye, right_eye, nose, left_mouth, right_mouth) = record["landmarks"]
+    assert all(x <= px <= x + w and y <= py <= y + h for px, py in record["landmarks"])
+    assert left_eye[0] < nose[0] < right_eye[0] and left_mouth[0] < right_mouth[0] and left_eye[1] < nose[1] < left_mouth[1]
     assert "1 image, 0 videos: 1 face" in err and "fer-best.onnx" in err
 
 
@@ -103,9 +107,10 @@ def test_csv_to_a_file(capsys, media, tmp_path):
     code, out, err = run(capsys, media["astronaut"], "--format", "csv", "--out", out_file, *FAST)
     assert code == EXIT_OK and out == ""
     lines = out_file.read_text().splitlines()
-    assert lines[0].split(",") == [*CSV_FIXED, *CLASS_NAMES]
+    assert lines[0].split(",") == csv_header(CLASS_NAMES)
     row = dict(zip(lines[0].split(","), lines[1].split(",")))
     assert row["label"] == "Happy" and row["frame"] == "" and float(row["Happy"]) == float(row["confidence"])
+    assert row["detector"] == "centerface" and float(row["eye1_x"]) < float(row["eye2_x"])
 
 
 def test_folders_are_searched_recursively_and_annotated(capsys, media, tmp_path):
@@ -119,7 +124,7 @@ def test_folders_are_searched_recursively_and_annotated(capsys, media, tmp_path)
     code, out, err = run(capsys, folder, "--annotate", annotated, *FAST)
     assert code == EXIT_OK, err
     assert sorted(json.loads(line)["source"] for line in out.splitlines()) == [str(folder / "portrait.png"), str(folder / "trip" / "day1.png")]
-    assert "1 other file in the folders passed over" in err
+    assert f"passed over, neither an image nor a video: {folder / 'readme.txt'}" in err
     from PIL import Image
 
     x, y, w, h = json.loads(out.splitlines()[0])["box"]
@@ -142,6 +147,7 @@ def test_a_video_gives_records_per_frame_a_timeline_and_a_summary(capsys, media,
     summary = json.loads((reports / "clip.summary.json").read_text())
     assert summary["frames_analysed"] == (FACE_FRAMES + BLANK_FRAMES) // 2 and summary["frames_with_face"] == FACE_FRAMES // 2
     assert summary["share"]["Happy"] == 1.0 and summary["timeline"] == "clip.timeline.png"
+    assert summary["detector"].startswith("centerface")
     from PIL import Image
 
     with Image.open(reports / "clip.timeline.png") as img:
@@ -163,8 +169,8 @@ BAD = {  # input → what the message must say
     "empty": "empty file (0 bytes)",
     "truncated": "truncated image",
     "not_an_image": "not an image that Pillow can read",
-    "other_type": "neither an image that Pillow can read nor a video that OpenCV can open",
-    "corrupt_video": "not a video that OpenCV can open",
+    "other_type": "unsupported format: neither an image that Pillow can read nor a video that OpenCV can open",
+    "corrupt_video": "unsupported format or damaged file: not a video that OpenCV can open",
     "truncated_video": "the video stops at frame",
     "bomb": "image too large: 30000×30000 is 900 megapixels",
     "missing": "no such file or folder",
@@ -177,6 +183,9 @@ def test_a_bad_input_is_named_and_the_rest_go_on(capsys, media, tmp_path, kind):
     code, _, err = run(capsys, media[kind], media["astronaut"], "--out", out_file, *FAST)
     assert code == EXIT_SOME_FAILED
     assert f"error: {media[kind]}" in err and BAD[kind] in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].count(str(media[kind])) == 1, err  # named once
+    assert "Error" not in err and "damaged image (" not in errors[0].replace(BAD[kind], ""), err  # no exception's name, no wrapping
     sources = [json.loads(line)["source"] for line in out_file.read_text().splitlines()]
     assert str(media["astronaut"]) in sources  # the good input after it was still read, and its record written
 
@@ -229,7 +238,7 @@ def test_python_m_runs_it_and_the_console_script_is_declared(media):
     done = subprocess.run([sys.executable, "-m", "fer_runtime.predict_cli", str(media["astronaut"]), *FAST, "--format", "csv"],
                           capture_output=True, text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0].startswith("source,frame,time,x,y,width,height,label,confidence")
+    assert done.stdout.splitlines()[0].startswith("source,frame,time,x,y,width,height,detector,label,confidence")
     import tomllib
 
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
@@ -246,3 +255,77 @@ def test_it_runs_the_fastest_variant_that_passed_the_gate_unless_told(capsys, me
     fp32 = json.loads(out.splitlines()[0])
     assert int8["box"] == fp32["box"] and int8["label"] == fp32["label"] == "Happy"
     assert int8["confidence"] == pytest.approx(fp32["confidence"], abs=0.05)  # the gate allows 0.5 points; a face moves little
+
+
+# -- what fer-predict says about files and folders it cannot read (issue 31) --------------------------------
+
+
+def _without_root_privilege() -> None:
+    """In the child before exec: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH from the bounding set, so that
+    root obeys file modes like anyone else (a root process reads a file of mode 000 otherwise)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def _run_unprivileged(*args) -> subprocess.CompletedProcess:
+    preexec = None
+    if os.geteuid() == 0:
+        try:
+            subprocess.run(["true"], preexec_fn=_without_root_privilege, check=True)
+        except (subprocess.SubprocessError, OSError) as exc:
+            pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE ({exc}): root reads files of any mode here")
+        preexec = _without_root_privilege
+    return subprocess.run([sys.executable, "-m", "fer_runtime.predict_cli", *map(str, args), *FAST], capture_output=True, text=True,
+                          timeout=180, cwd=REPO, preexec_fn=preexec)
+
+
+def test_unreadable_files_and_folders_are_failures_named_with_the_cause(media, tmp_path):
+    folder = tmp_path / "photos"
+    (folder / "locked-away").mkdir(parents=True)
+    (folder / "astronaut.png").write_bytes(media["astronaut"].read_bytes())
+    (folder / "locked-away" / "inside.png").write_bytes(media["astronaut"].read_bytes())
+    (folder / "secret.png").write_bytes(media["astronaut"].read_bytes())
+    (folder / "holiday.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
+    named = tmp_path / "named.jpg"
+    named.write_bytes(media["astronaut"].read_bytes())
+    for path in (folder / "locked-away", folder / "secret.png", named):
+        path.chmod(0)
+    try:
+        done = _run_unprivileged(folder, named)
+    finally:
+        for path in (folder / "locked-away", folder / "secret.png", named):
+            path.chmod(0o700)
+    err = done.stderr
+    assert done.returncode == EXIT_SOME_FAILED, err
+    assert f"error: {folder / 'locked-away'}: cannot read the folder: permission denied" in err
+    assert f"error: {folder / 'secret.png'}: cannot read the file: permission denied" in err
+    assert f"error: {named}: cannot read the file: permission denied" in err
+    assert "3 failed" in err and f"passed over, neither an image nor a video: {folder / 'holiday.heic'}" in err
+    assert "damaged" not in err and "Errno" not in err
+    assert [json.loads(line)["source"] for line in done.stdout.splitlines()] == [str(folder / "astronaut.png")]
+
+
+def test_names_with_brackets_are_printed_as_they_are(capsys, tmp_path):
+    bad = tmp_path / "[bold red]holiday.jpg"
+    bad.write_bytes(b"")
+    code, _, err = run(capsys, bad, *FAST)
+    assert code == EXIT_SOME_FAILED and f"error: {bad}: empty file (0 bytes)" in err  # not taken as Rich markup
+
+
+def test_haar_stays_as_a_choice_and_its_records_say_so(capsys, media):
+    code, out, err = run(capsys, media["astronaut"], "--detector", "haar", *FAST)
+    assert code == EXIT_OK, err
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert record["detector"] == "haar" and "landmarks" not in record and record["label"] == "Happy"
+
+
+@pytest.mark.parametrize("args, message", [(["--margin", "0.1"], "--margin is not for --detector centerface"),
+                                           (["--detector", "haar", "--no-align"], "--no-align is not for --detector haar"),
+                                           (["--track-every", "0"], "--track-every must be at least 1")])
+def test_flags_of_the_other_detector_are_refused(capsys, media, args, message):
+    code, _, err = run(capsys, media["astronaut"], *args, *FAST)
+    assert code == EXIT_CANNOT_RUN and message in err

@@ -22,7 +22,7 @@ from fer_runtime.contract import CLASS_NAMES
 from fer_train.models import MODEL_REGISTRY
 from fer_train.progress import Reporter
 from fer_runtime.classifier import load_classifier
-from fer_train.semi import (ArmRun, PseudoLabelAudit, SemiData, class_balanced_thresholds, prepare, select_confident, semi_config,
+from fer_train.semi import (ArmLoop, PseudoLabelAudit, SemiData, class_balanced_thresholds, prepare, select_confident, semi_config,
                             split_labeled, train_semi)
 from fer_train.data import load_splits
 
@@ -34,7 +34,7 @@ CPU = torch.device("cpu")
 def _config(demo_csv, **kw) -> TrainConfig:
     base = dict(model="dnn", data=str(demo_csv), batch_size=32, threads=1, augment=False, semi_rounds=3, semi_epochs_per_round=1,
                 semi_threshold=0.0, semi_arms=["baseline", "self-training"])
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_recipe("study", **{**base, **kw})
 
 
 def _quiet() -> Reporter:
@@ -154,7 +154,7 @@ def test_the_selection_is_made_afresh_every_round(demo_csv, tmp_path, monkeypatc
         return real_epoch(model, optimizer, scheduler, x, y, config, epoch, *args, **kwargs)
 
     monkeypatch.setattr(semi_arm, "train_one_epoch", spy)
-    ArmRun("self-training", data, audit, config, tmp_path, _quiet(), share_first_round=False).load().run()
+    ArmLoop("self-training", data, audit, config, tmp_path, _quiet(), share_first_round=False).load().run()
 
     labeled = len(data.labeled_y)
     assert [len(y) for _, y in seen] == [labeled, labeled + 2, labeled + 1]
@@ -305,17 +305,17 @@ def test_sigterm_stops_a_semi_run_that_resume_then_finishes(demo_csv, tmp_path):
 
 
 def test_a_stop_signal_ends_a_fixmatch_epoch_between_batches(demo_csv, monkeypatch):
-    import fer_train.train as train_module
-    from fer_train.fixmatch import fixmatch_epoch
+    from fer_train import stops
     from fer_train.models import create_model
-    from fer_train.train import Interrupted
+    from fer_train.semi.fixmatch import fixmatch_epoch
+    from fer_train.stops import Interrupted
 
     config = semi_config(_config(demo_csv))
     data, _ = prepare(load_splits(config), config, CPU)
     model = create_model("dnn")
     optimizer = torch.optim.Adam(model.parameters())
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    monkeypatch.setattr(train_module, "_stop_signal", "SIGTERM")  # what the handler of interrupts_as_exception sets
+    monkeypatch.setattr(stops, "_requested", "SIGTERM")  # what the handler of interrupts_as_exception sets
     with pytest.raises(Interrupted):
         fixmatch_epoch(model, optimizer, None, data.labeled_x, data.labeled_y, data.unlabeled_x, config, epoch=1)
     _assert_same_weights(before, model.state_dict())  # stopped before the first batch

@@ -105,8 +105,8 @@ def _external(graph: Path) -> list[tuple[str, int, int, onnx.TensorProto]]:
 
 def test_names_of_a_family():
     assert [family_stem(n) for n in ("cnn.onnx", "cnn.fast.onnx", "cnn.ensemble.onnx", "cnn.grad.onnx", "cnn.layers.onnx",
-                                     "cnn.filters.conv2.onnx", "cnn-semi.onnx", "fer.v2.onnx", "fer.v2.grad.onnx")] == \
-        ["cnn"] * 6 + ["cnn-semi", "fer.v2", "fer.v2"]
+                                     "cnn.filters.conv2.onnx", "cnn.gradcam.onnx", "cnn-semi.onnx", "fer.v2.onnx", "fer.v2.grad.onnx")] == \
+        ["cnn"] * 7 + ["cnn-semi", "fer.v2", "fer.v2"]
     assert weights_path("exported/cnn.fast.onnx") == Path("exported/cnn" + WEIGHTS_SUFFIX)
 
 
@@ -116,7 +116,7 @@ def test_the_family_shares_one_weights_file_that_holds_each_distinct_tensor_once
     (folder / "tiny.tmp.onnx").write_bytes(family.read_bytes())  # a graph being written: not a member
     graphs = family_of(family)
     assert graphs[0] == family and {g.name for g in graphs} == {
-        "tiny.onnx", "tiny.fast.onnx", "tiny.tta.onnx", "tiny.grad.onnx", "tiny.layers.onnx",
+        "tiny.onnx", "tiny.fast.onnx", "tiny.tta.onnx", "tiny.grad.onnx", "tiny.gradcam.onnx", "tiny.layers.onnx",
         *(f"tiny.filters.conv{i}.onnx" for i in range(1, 5))}
 
     distinct, total = {}, 0
@@ -244,7 +244,8 @@ def test_companions_copy_from_a_shared_family_and_share_again_under_the_target_s
     target = tmp_path / "exported" / "best.onnx"
     copy_graph(family, target)
     copied = copy_companions(family, target)
-    assert {p.name for p in copied} == {"best.grad.onnx", "best.layers.onnx", *(f"best.filters.conv{i}.onnx" for i in range(1, 5))}
+    assert {p.name for p in copied} == {"best.grad.onnx", "best.gradcam.onnx", "best.layers.onnx",
+                                        *(f"best.filters.conv{i}.onnx" for i in range(1, 5))}
     assert not any(_external(p) for p in [target, *copied])  # self-contained until shared
     share_family(target)
     assert {loc for p in [target, *copied] for loc, *_ in _external(p)} == {"best.weights"}

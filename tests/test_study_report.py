@@ -26,7 +26,7 @@ def shipped(demo_csv, tmp_path_factory):
     base = dict(data=str(demo_csv), epochs=1, batch_size=32, limit_train=64, limit_val=48, threads=1, export_dir=str(exported))
     train(TrainConfig(model="cnn", export_name="cnn", **base), root / "cnn", Reporter("plain"))
     train(TrainConfig(model="fernet", optimizer="sgd", lr=0.05, export_name="fer-best", **base), root / "fernet", Reporter("plain"))
-    semi = dict(base, epochs=2, model="dnn", semi=True, semi_rounds=2, semi_epochs_per_round=1, semi_threshold=0.15, augment=False)
+    semi = dict(base, epochs=2, model="dnn", semi=True, semi_rounds=2, semi_epochs_per_round=1, semi_first_round_epochs=None, semi_threshold=0.15, augment=False)
     train_semi(TrainConfig(export_name="cnn-semi", **semi), root / "semi", Reporter("plain"))
     return exported
 

@@ -27,7 +27,7 @@ from cli_support import planned_config, sigterm_after_event
 
 def _config(demo_csv, **kw):
     base = dict(model="cnn", data=str(demo_csv), epochs=2, batch_size=32, limit_train=96, limit_val=48, threads=1)
-    return TrainConfig(**{**base, **kw})
+    return TrainConfig.from_recipe("study", **{**base, **kw})  # the study's recipe: no schedule, no flips or erasing
 
 
 def test_train_checkpoint_export_predict(demo_csv, tmp_path, capsys):
@@ -65,7 +65,7 @@ def test_train_checkpoint_export_predict(demo_csv, tmp_path, capsys):
 
     for folder, stem in ((run, "model"), (tmp_path / "exported", "tiny")):
         graphs = family_of(folder / f"{stem}.onnx")
-        assert len(graphs) == 8  # the model, its gradient and layers graphs, five filter graphs
+        assert len(graphs) == 9  # the model, its gradient, Grad-CAM and layers graphs, five filter graphs
         assert all(external_locations(onnx.load(str(g), load_external_data=False)) == {f"{stem}.weights"} for g in graphs)
 
     from fer_runtime.io import load_source
@@ -319,6 +319,7 @@ def _planned(tmp_path, *argv: str) -> TrainConfig:
 
 def test_plain_fer_train_gets_the_default_recipe_and_the_study_is_one_flag_away(tmp_path):
     default = _planned(tmp_path)
+    assert default == TrainConfig()  # fer-train without flags runs TrainConfig(): one source of defaults
     assert default.recipe == "default" and default.epochs == 40 and default.fast
     assert (default.optimizer, default.learning_rate, default.schedule, default.batch_size) == ("adam", 1e-3, "onecycle", 64)
     assert (default.rotation, default.shift, default.flip, default.label_smoothing, default.erase) == (15.0, 0.1, True, 0.1, 0.5)

@@ -1,4 +1,4 @@
-"""fer_runtime.variants: the tools run the fastest speed variant of a model that passed the accuracy gate
+"""fer_runtime.family: the tools run the fastest speed variant of a model that passed the accuracy gate
 (int8 > fast > fp32), never a tta/ensemble file, never a variant of another version of the model."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 from fer_runtime.classifier import ModelError, load_classifier
 from fer_runtime.contract import CLASS_NAMES
 from fer_runtime.io import Split
+from fer_runtime.metrics import softmax
 from fer_runtime.synthetic import make_faces
-from fer_runtime.variants import fastest_variant, speed_variants, variant_stem
+from fer_runtime.family import fastest_variant, speed_variants, variant_stem
 
 BASE_META = {"class_names": list(CLASS_NAMES), "architecture": "tiny", "train_config": {"model": "tiny"},
              "training": {"exported": "2026-12-01T00:00:00+00:00"}, "metrics": {"test": {"accuracy": 0.5}}}
@@ -129,8 +130,50 @@ def test_the_variants_optimize_writes_are_chosen(tmp_path):
     assert fastest_variant(tmp_path / "m.onnx") == tmp_path / "m.int8.onnx"
 
 
+def test_a_tta_model_gets_an_int8_variant_of_its_own_and_tools_run_it(tmp_path):
+    """fer-train optimize on <stem>.tta.onnx writes <stem>.tta.int8.onnx: the family's int8 graph under the very
+    views the tta file records, gated against the tta file; the tools then run it for the tta model."""
+    from fer_train.optimize import optimize_model
+    from fer_train.optimize.compose import View
+
+    faces, labels = make_faces(96, seed=4)
+    _tiny(tmp_path / "m.onnx", BASE_META)
+    splits = SimpleNamespace(val=Split(faces[:48], labels[:48], list(range(48))), test=Split(faces[48:], labels[48:], list(range(48))))
+    quiet = dict(max_drop=100, log=lambda line: None)
+    with pytest.raises(Exception, match="m.int8.onnx: missing"):
+        optimize_model(tmp_path / "m.onnx", splits, variants=["tta"], tta="flip+hshift1", **quiet)
+        optimize_model(tmp_path / "m.tta.onnx", splits, **quiet)
+    optimize_model(tmp_path / "m.onnx", splits, variants=["int8"], **quiet)
+    with pytest.raises(ValueError, match="its one speed variant is int8"):
+        optimize_model(tmp_path / "m.tta.onnx", splits, variants=["fast"], **quiet)
+    [result] = optimize_model(tmp_path / "m.tta.onnx", splits, **quiet)
+    assert result.written and result.path == tmp_path / "m.tta.int8.onnx"
+    assert fastest_variant(tmp_path / "m.tta.onnx") == tmp_path / "m.tta.int8.onnx"
+    assert fastest_variant(tmp_path / "m.onnx") == tmp_path / "m.int8.onnx"  # the model's own choice is unchanged
+    views = (View(), View(mirror=True), View(False, 0, 1), View(False, 0, -1), View(True, 0, 1), View(True, 0, -1))
+    int8 = load_classifier(tmp_path / "m.int8.onnx")
+    expected = np.mean([np.log(softmax(int8.predict_logits(v.apply(faces[:, None].astype(np.float32))[:, 0]))) for v in views], axis=0)
+    got = load_classifier(tmp_path / "m.tta.int8.onnx").predict_logits(faces)
+    np.testing.assert_allclose(got, expected, atol=1e-4)  # the mean log-softmax of the int8 graph over the six views
+
+
+def test_model_names_are_read_in_one_place():
+    from fer_runtime.family import model_name
+    from fer_train.shared_weights import family_stem
+
+    cases = {"fer-best.tta.int8.onnx": ("fer-best", "fer-best.tta", "int8", None), "cnn.onnx": ("cnn", "cnn", None, None),
+             "cnn.fast.onnx": ("cnn", "cnn", "fast", None), "cnn.grad.onnx": ("cnn", "cnn", None, "grad"),
+             "cnn-semi.gradcam.onnx": ("cnn-semi", "cnn-semi", None, "gradcam"), "m.ensemble.onnx": ("m", "m.ensemble", None, None),
+             "fer-best.filters.conv8.onnx": ("fer-best", "fer-best", None, "filters.conv8"), "my.model.onnx": ("my.model", "my.model", None, None)}
+    for name, (stem, model, speed, companion) in cases.items():
+        parsed = model_name(name)
+        assert (parsed.stem, parsed.model, parsed.speed, parsed.companion) == (stem, model, speed, companion), name
+        assert parsed.file_name == name and family_stem(name) == stem
+    assert model_name("cnn.int8.tmp.onnx").is_companion and not model_name("cnn.int8.onnx").is_companion
+
+
 def test_full_8_bit_weights_only_where_they_are_exact(folder, monkeypatch):
-    from fer_runtime import variants
+    from fer_runtime import family as variants
 
     _tiny(folder / "m.int8.onnx", _variant_meta("int8", optimization={"source": "m.onnx", "weights": "int8 per channel"}))
     _tiny(folder / "m.fast.onnx", _variant_meta("fp32-fast"))

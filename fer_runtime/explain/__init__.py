@@ -2,7 +2,12 @@
 
 - :mod:`.companions` — where a model's explanation graphs live;
 - :mod:`.images` — batches, blur, maps scaled to 0..1, masked faces, filter pictures;
-- :mod:`.saliency` — SmoothGrad and occlusion over plain functions (any backend);
+- :mod:`.saliency` — SmoothGrad, integrated gradients and occlusion over plain functions (any backend);
+- :mod:`.gradcam` — Grad-CAM from feature maps and their gradients;
+- :mod:`.methods` — the methods with their settings, the default chosen by measurement, one map function;
+- :mod:`.faithfulness` — deletion and insertion curves: how faithful a map is;
+- :mod:`.sanity` — the rank correlation of the sanity checks;
+- :mod:`.heatmap` — a map as a picture: colour over the dimmed face, and its legend;
 - :mod:`.ascent` — gradient ascent on filters;
 - :mod:`.explainer` — :class:`Explainer`: all of it for one model file in onnxruntime.
 
@@ -11,7 +16,8 @@ occlusion, gradient ascent) take plain functions, so ``fer_train.explain`` runs 
 torch autograd behind those functions. This is the project's one implementation of saliency: the explain
 command's figures, the TUI's Saliency view and its Filters view all draw from it.
 
-Saliency maps are shown after one normalisation, :func:`normalise_map`: the magnitude divided by its 99th
+Every method's map comes from :func:`~.methods.method_maps` (blurred where the method calls for it) and is shown
+after one normalisation, :func:`normalise_map`: the magnitude divided by its 99th
 percentile and clipped to 0..1, so the top 1 % of pixels are at full strength and a few extreme gradient
 pixels cannot wash the rest of the map out (gradient maps are spiky; a division by the maximum would leave
 most of the face dark). Occlusion maps are clipped at zero first: only where hiding a patch hurts the class.
@@ -26,6 +32,13 @@ each checked against torch autograd when written. All tensors are float32 unless
     inputs  ``image``, ``class_index`` int64 ``[N]``
     outputs ``logits`` ``[N, K]``; ``gradient`` ``[N, 1, 48, 48]`` = d logits[n, class_index[n]] / d image[n]
 
+``<stem>.gradcam.onnx`` — Grad-CAM's inputs (models with conv layers)
+    inputs  ``image``, ``class_index`` int64 ``[N]``
+    outputs ``logits`` ``[N, K]``; for the middle and the last conv layer ``activation_<layer>`` ``[N, C, H, W]``
+    (its output after its activation function) and ``gradient_<layer>`` = d logits[n, class_index[n]] / d
+    activation. Metadata ``explain_cam_layers`` lists the two layers with their ``role`` (middle, last);
+    :func:`gradcam_map` turns a pair into the map.
+
 ``<stem>.layers.onnx`` — the conv layers' outputs (models with conv layers)
     inputs  ``image``
     outputs ``conv1`` … ``convL``: each conv layer's output ``[N, C, H, W]`` in forward order, before its
@@ -38,18 +51,25 @@ each checked against torch autograd when written. All tensors are float32 unless
     on a batch of ``C`` noise images with ``filter_index = 0 … C-1`` visualises the layer's ``C`` filters
     (:func:`ascend`).
 
-Every companion's metadata holds ``explain_kind`` (``gradient``, ``layers`` or ``filters``),
+Every companion's metadata holds ``explain_kind`` (``gradient``, ``gradcam``, ``layers`` or ``filters``),
 ``explain_of`` (the model's file name), ``explain_layers`` (JSON list of ``{name, module, channels,
 height, width}``, one per conv layer), ``explain_layer`` (filters only) and the model's ``class_names``.
 A folder of models should skip companions when it lists models: :func:`is_companion`.
 """
 
 from .ascent import AscentConfig, AscentResult, ascend, tv_gradient
-from .companions import filters_path, gradient_path, is_companion, layers_path
-from .explainer import FACE_METHODS, SMOOTHGRAD_SAMPLES, ExplainError, Explainer, FaceSaliency, SaliencyResult
+from .companions import filters_path, gradcam_path, gradient_path, is_companion, layers_path
+from .explainer import ExplainError, Explainer, FaceSaliency, SaliencyResult
+from .faithfulness import REMOVALS, Curves, FaceFaithfulness, curves, face_faithfulness, random_maps
+from .gradcam import gradcam_map, upsample
+from .heatmap import HEAT_LUT, heat_colours, heat_over_face, legend_colours
 from .images import as_batch, deprocess_filter, gaussian_blur, masked_image, normalise_map
-from .saliency import GradientFn, LogitsFn, occlusion, occlusion_batch, smoothgrad
+from .methods import DEFAULT_METHOD, FACE_METHODS, MEASURED_ONLY, METHODS, Method
+from .saliency import GradientFn, LogitsFn, integrated_gradients, occlusion, occlusion_batch, smoothgrad
+from .sanity import rank_correlation
 
-__all__ = ["FACE_METHODS", "SMOOTHGRAD_SAMPLES", "AscentConfig", "AscentResult", "ExplainError", "Explainer", "FaceSaliency", "GradientFn",
-           "LogitsFn", "SaliencyResult", "as_batch", "ascend", "deprocess_filter", "filters_path", "gaussian_blur", "gradient_path",
-           "is_companion", "layers_path", "masked_image", "normalise_map", "occlusion", "occlusion_batch", "smoothgrad", "tv_gradient"]
+__all__ = ["DEFAULT_METHOD", "FACE_METHODS", "HEAT_LUT", "MEASURED_ONLY", "METHODS", "REMOVALS", "AscentConfig", "AscentResult", "Curves", "ExplainError", "Explainer",
+           "FaceFaithfulness", "FaceSaliency", "GradientFn", "LogitsFn", "Method", "SaliencyResult", "as_batch", "ascend", "curves",
+           "deprocess_filter", "face_faithfulness", "filters_path", "gaussian_blur", "gradcam_map", "gradcam_path", "gradient_path", "heat_colours", "heat_over_face", "legend_colours",
+           "integrated_gradients", "is_companion", "layers_path", "masked_image", "normalise_map", "occlusion", "occlusion_batch",
+           "random_maps", "rank_correlation", "smoothgrad", "tv_gradient", "upsample"]

@@ -12,12 +12,15 @@ from typing import Callable
 import numpy as np
 
 from ..classifier import make_session
-from ..contract import (ACTIVATION, CLASS_INDEX, CLASS_NAMES, FILTER_INDEX, GRADIENT, META_CLASS_NAMES, META_LAYERS, ONNX_INPUT, ONNX_OUTPUT)
+from ..contract import (ACTIVATION, CAM_ACTIVATION_PREFIX, CAM_GRADIENT_PREFIX, CLASS_INDEX, CLASS_NAMES, FILTER_INDEX, GRADIENT,
+                        META_CAM_LAYERS, META_CLASS_NAMES, META_LAYERS, ONNX_INPUT, ONNX_OUTPUT)
 from ..metrics import softmax
 from .ascent import AscentConfig, AscentResult, ascend
-from .companions import filters_path, gradient_path, layers_path
+from .companions import filters_path, gradcam_path, gradient_path, layers_path
+from .faithfulness import FaceFaithfulness, face_faithfulness
 from .images import as_batch, normalise_map
-from .saliency import GradientFn, LogitsFn, _mean_drop, _occluded_probabilities, smoothgrad
+from .methods import AUTO_ORDER, FACE_METHODS, METHODS, CamFn, Method, method_maps
+from .saliency import GradientFn, LogitsFn, smoothgrad
 
 
 # -- the companions in onnxruntime ------------------------------------------------------------------
@@ -38,23 +41,18 @@ class SaliencyResult:
         return np.abs(self.gradient)
 
 
-# What Explainer.face_saliency can do; "auto" is the gradient when the model has a usable gradient graph, else occlusion.
-FACE_METHODS = ("auto", "gradient", "occlusion", "smoothgrad")
-OCCLUSION_PATCH, OCCLUSION_STRIDE = 8, 4
-SMOOTHGRAD_SAMPLES = 25
-
-
 @dataclass
 class FaceSaliency:
     """One face's saliency map for one class, ready to draw."""
 
     values: np.ndarray  # float32 (48, 48) in 0..1 by normalise_map; larger = more important for the class
-    method: str  # gradient, occlusion or smoothgrad
+    method: str  # a name of METHODS
     class_index: int  # the class explained
     probs: np.ndarray  # float32 (K,): the model's probabilities for the whole face
-    forward_passes: int  # images run through the model or its gradient graph
+    forward_passes: int  # images run through the model or its companion graphs
     seconds: float
     detail: str  # how it was made, in words
+    faithfulness: FaceFaithfulness | None = None  # the map's deletion and insertion scores on this face
 
 
 @dataclass
@@ -63,7 +61,8 @@ class Explainer:
 
     >>> ex = Explainer("exported/cnn.onnx")
     >>> sal = ex.saliency(face)                 # predicted class; sal.map is (1, 48, 48)
-    >>> shown = ex.face_saliency(face)          # normalised map, probabilities, method (the TUI's)
+    >>> shown = ex.face_saliency(face)          # normalised map, probabilities, method, faithfulness (the TUI's)
+    >>> cams = ex.maps("gradcam", faces, 3)     # Grad-CAM of the last conv layer for Happy, (N, 48, 48)
     >>> maps = ex.layer_outputs(face)["conv2"]  # (64, 22, 22)
     >>> grid = ex.visualise_filters("conv2", AscentConfig(steps=40))[-1]
     """
@@ -128,7 +127,8 @@ class Explainer:
             except Exception as exc:  # onnxruntime raises its own exception types
                 self._failed[path] = f"{path}: not a loadable ONNX graph ({str(exc).splitlines()[0][:200]})"
                 raise ExplainError(self._failed[path]) from exc
-            expected = {gradient_path(self.model_path): ({ONNX_INPUT, CLASS_INDEX}, {ONNX_OUTPUT, GRADIENT})}.get(path)
+            expected = {gradient_path(self.model_path): ({ONNX_INPUT, CLASS_INDEX}, {ONNX_OUTPUT, GRADIENT}),
+                        gradcam_path(self.model_path): ({ONNX_INPUT, CLASS_INDEX}, {ONNX_OUTPUT})}.get(path)
             if expected is not None:
                 inputs, outputs = {i.name for i in session.get_inputs()}, {o.name for o in session.get_outputs()}
                 if not (expected[0] <= inputs and expected[1] <= outputs):
@@ -138,17 +138,49 @@ class Explainer:
             self._sessions[path] = session
         return self._sessions[path]
 
-    @property
-    def gradient_problem(self) -> str | None:
-        """Why the gradient graph cannot be used (missing, unloadable, not the contract), or None when it can."""
-        path = gradient_path(self.model_path)
+    def _problem(self, path: Path, what: str) -> str | None:
         if not path.is_file():
-            return f"no gradient graph {path.name} beside {self.model_path.name}"
+            return f"no {what} graph {path.name} beside {self.model_path.name}"
         try:
             self._session(path)
         except ExplainError as exc:
             return str(exc)
         return None
+
+    @property
+    def gradient_problem(self) -> str | None:
+        """Why the gradient graph cannot be used (missing, unloadable, not the contract), or None when it can."""
+        return self._problem(gradient_path(self.model_path), "gradient")
+
+    @property
+    def gradcam_problem(self) -> str | None:
+        """Why the Grad-CAM graph cannot be used, or None when it can."""
+        return self._problem(gradcam_path(self.model_path), "Grad-CAM")
+
+    def method_problem(self, method: str | Method) -> str | None:
+        """Why ``method`` (a name of :data:`METHODS` or a :class:`Method`) cannot run for this model, or None when it can."""
+        needs = (METHODS[method] if isinstance(method, str) else method).needs
+        return self.gradcam_problem if needs == "gradcam" else self.gradient_problem if needs == "gradient" else None
+
+    @property
+    def cam_layers(self) -> list[dict]:
+        """The Grad-CAM graph's layers (``name`` … ``role``: middle or last), from its metadata."""
+        meta = self._session(gradcam_path(self.model_path)).get_modelmeta().custom_metadata_map
+        return json.loads(meta.get(META_CAM_LAYERS, "[]"))
+
+    def cam_fn(self) -> CamFn:
+        """``(images, classes, role) → (feature maps, gradients)`` of the ``role`` (middle or last) conv layer from
+        ``<stem>.gradcam.onnx``: what :func:`gradcam_map` turns into Grad-CAM."""
+        session = self._session(gradcam_path(self.model_path))
+        by_role = {info.get("role"): info["name"] for info in self.cam_layers}
+
+        def run(images: np.ndarray, index: np.ndarray, role: str):
+            if role not in by_role:
+                raise ExplainError(f"{gradcam_path(self.model_path)}: no {role} layer (has {', '.join(map(str, by_role))})")
+            names = [CAM_ACTIVATION_PREFIX + by_role[role], CAM_GRADIENT_PREFIX + by_role[role]]
+            return tuple(session.run(names, {ONNX_INPUT: as_batch(images)[:, None], CLASS_INDEX: np.asarray(index, np.int64)}))
+
+        return run
 
     # the gradient graph
     def gradient_fn(self) -> GradientFn:
@@ -187,42 +219,48 @@ class Explainer:
         classes = self.logits(x).argmax(axis=1) if class_index is None else np.broadcast_to(np.asarray(class_index, np.int64), (len(x),))
         return smoothgrad(self.gradient_fn(), x, classes, **kwargs)
 
+    def maps(self, method: str | Method, images: np.ndarray, class_index, logits_fn: LogitsFn | None = None) -> np.ndarray:
+        """:func:`method_maps` with this model's companions behind it; ``method`` a name of :data:`METHODS` (at its
+        settings) or a :class:`Method`. Raises :class:`ExplainError` when the method's companion cannot be used."""
+        m = METHODS[method] if isinstance(method, str) else method
+        problem = self.method_problem(m)
+        if problem is not None:
+            raise ExplainError(problem)
+        needs = m.needs
+        return method_maps(m, images, class_index, logits_fn=logits_fn or self.logits,
+                           gradient_fn=self.gradient_fn() if needs == "gradient" else None,
+                           cam_fn=self.cam_fn() if needs == "gradcam" else None)
+
+    def resolve(self, method: str) -> str:
+        """``auto`` → the first method of :data:`AUTO_ORDER` that can run for this model; any other name as it is."""
+        if method not in FACE_METHODS:
+            raise ValueError(f"method must be one of {', '.join(FACE_METHODS)}, got {method!r}")
+        if method != "auto":
+            return method
+        return next(m for m in AUTO_ORDER if self.method_problem(m) is None)
+
     def face_saliency(self, image: np.ndarray, class_index: int | None = None, method: str = "auto",
-                      logits_fn: LogitsFn | None = None, clock: Callable[[], float] = time.perf_counter) -> FaceSaliency:
-        """One face's map for ``class_index`` (None: the predicted class), normalised by :func:`normalise_map`.
+                      logits_fn: LogitsFn | None = None, clock: Callable[[], float] = time.perf_counter,
+                      faithfulness: bool = True) -> FaceSaliency:
+        """One face's map for ``class_index`` (None: the predicted class), normalised by :func:`normalise_map`,
+        and (``faithfulness``) its deletion and insertion scores on this face (:func:`face_faithfulness`).
 
         ``method``: one of :data:`FACE_METHODS`. ``logits_fn`` runs the model itself (default :meth:`logits`;
         pass an open classifier's to avoid a second session): the probabilities always come from the model,
-        also for a variant whose gradient graph is its base model's. :class:`ExplainError` when the gradient
-        graph is asked for and cannot be used (``auto`` falls back to occlusion instead).
+        also for a variant whose companions are its base model's. :class:`ExplainError` when the method's
+        companion cannot be used (``auto`` falls back along :data:`AUTO_ORDER` instead).
         """
-        if method not in FACE_METHODS:
-            raise ValueError(f"method must be one of {', '.join(FACE_METHODS)}, got {method!r}")
+        name = self.resolve(method)
         logits_fn = logits_fn or self.logits
         start = clock()
-        face = as_batch(image)[0]
-        if method == "auto":
-            method = "gradient" if self.gradient_problem is None else "occlusion"
-        if method == "occlusion":
-            probs, corners = _occluded_probabilities(logits_fn, face, OCCLUSION_PATCH, OCCLUSION_STRIDE, None, None)
-            target = int(probs[0].argmax()) if class_index is None else int(class_index)
-            drop = _mean_drop(probs[0, target] - probs[1:, target], corners, OCCLUSION_PATCH)
-            return FaceSaliency(normalise_map(np.clip(drop, 0, None)), method, target, probs[0].astype(np.float32), len(probs),
-                                clock() - start, f"{len(corners)} patches of {OCCLUSION_PATCH}×{OCCLUSION_PATCH} px, "
-                                f"stride {OCCLUSION_STRIDE}; {len(probs)} forward passes")
-        problem = self.gradient_problem
-        if problem is not None:
-            raise ExplainError(problem)
-        probs = softmax(np.asarray(logits_fn(face[None]), np.float64))[0]
+        face = as_batch(image)[:1]
+        probs = softmax(np.asarray(logits_fn(face), np.float64))[0]
         target = int(probs.argmax()) if class_index is None else int(class_index)
-        graph = gradient_path(self.model_path).name
-        if method == "gradient":
-            signed, passes = self.saliency(face, target).gradient[0], 2
-            detail = f"|d logit / d pixel| from {graph}; 2 passes (model + gradient graph)"
-        else:
-            signed, passes = self.smoothgrad(face, target, samples=SMOOTHGRAD_SAMPLES)[0], 1 + SMOOTHGRAD_SAMPLES
-            detail = f"mean gradient of {SMOOTHGRAD_SAMPLES} noisy copies (σ 15% of the range) from {graph}; {passes} passes"
-        return FaceSaliency(normalise_map(signed), method, target, probs.astype(np.float32), passes, clock() - start, detail)
+        values = self.maps(name, face, target, logits_fn)
+        m = METHODS[name]
+        score = face_faithfulness(logits_fn, face[0], values[0], target) if faithfulness else None
+        return FaceSaliency(normalise_map(values[0]), name, target, probs.astype(np.float32), m.passes, clock() - start,
+                            f"{m.describe()}; {m.passes} passes", score)
 
     # layer outputs
     def layer_outputs(self, image: np.ndarray) -> dict[str, np.ndarray]:

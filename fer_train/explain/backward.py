@@ -379,3 +379,53 @@ class LayerOutputs(nn.Module):
             if i in self.taps:
                 outputs.append(x)
         return tuple(outputs)
+
+
+ACTIVATION_STEPS = (ReLUStep, PReLUStep, ElementPReLUStep)
+
+
+def cam_layers(model: nn.Module) -> list[LayerInfo]:
+    """The conv layers Grad-CAM is exported for: the middle one (``conv{ceil(L/2)}``) and the last one."""
+    infos = conv_layer_infos(model)
+    if not infos:
+        raise UnsupportedModelError(f"{type(model).__name__} has no conv layers: Grad-CAM needs feature maps")
+    middle, last = infos[(len(infos) - 1) // 2], infos[-1]
+    return [middle, last] if middle != last else [last]
+
+
+class GradCam(nn.Module):
+    """``(image, class_index) → (logits, A₁, dA₁, A₂, dA₂, …)`` for the conv layers ``layers``: each layer's
+    feature maps ``A`` (N, C, H, W) after its activation function (the conv's output when none follows) and
+    the gradient of the class's logit with respect to them. Grad-CAM (Selvaraju et al. 2017) is then
+    ``relu(Σ_c mean_hw(dA_c) · A_c)``, computed by the runtime; the backward pass stops at the earliest layer.
+    """
+
+    def __init__(self, model: nn.Module, layers: list[LayerInfo]):
+        super().__init__()
+        self.infos = list(layers)
+        self.steps = build_steps(model)
+        self.num_classes = self.steps[-1].out_shape[-1]
+        names = [s.name for s in self.steps]
+        self.taps = []
+        for info in self.infos:
+            i = names.index(info.module)
+            follows = i + 1 < len(self.steps) and isinstance(self.steps[i + 1], ACTIVATION_STEPS)
+            self.taps.append(i + 1 if follows else i)
+
+    def forward(self, image: torch.Tensor, class_index: torch.Tensor):
+        x, saved, outputs = image, [], []
+        for step in self.steps:
+            x, keep = step.run(x)
+            saved.append(keep)
+            outputs.append(x)
+        classes = torch.arange(self.num_classes, device=image.device)
+        g = (classes[None, :] == class_index[:, None]).to(x.dtype)  # one-hot (N, K): d logit[class] / d logits
+        grads = {}
+        for i in range(len(self.steps) - 1, min(self.taps) - 1, -1):
+            grads[i] = g  # d logit[class] / d (output of step i)
+            if i > min(self.taps):
+                g = self.steps[i].back(g, saved[i])
+        result = [x]
+        for tap in self.taps:
+            result += [outputs[tap], grads[tap]]
+        return tuple(result)

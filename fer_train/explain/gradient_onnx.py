@@ -30,12 +30,15 @@ from torch import nn
 from fer_runtime.classifier import make_session
 from fer_runtime.contract import (
     ACTIVATION,
+    CAM_ACTIVATION_PREFIX,
+    CAM_GRADIENT_PREFIX,
     CLASS_INDEX,
     CLASS_NAMES,
     EVENT_MESSAGE,
     FILTER_INDEX,
     GRADIENT,
     IMAGE_SIZE,
+    META_CAM_LAYERS,
     META_CLASS_NAMES,
     META_KIND,
     META_LAYER,
@@ -44,11 +47,12 @@ from fer_runtime.contract import (
     ONNX_INPUT,
     ONNX_OUTPUT,
 )
-from fer_runtime.explain import filters_path, gradient_path, layers_path
+from fer_runtime.explain import filters_path, gradcam_path, gradient_path, layers_path
 
 from ..onnx_meta import ExportError, write_metadata
-from .backward import FilterGradient, InputGradient, LayerOutputs, UnsupportedModelError, conv_layer_infos
+from .backward import FilterGradient, GradCam, InputGradient, LayerOutputs, UnsupportedModelError, cam_layers, conv_layer_infos
 from .filters import torch_filter_gradient_fn, torch_layer_outputs
+from .gradcam import torch_cam_inputs
 from .saliency import torch_gradient_fn
 
 RELATIVE_TOLERANCE = 1e-4  # of the gradient's scale, max |autograd gradient| over the check batch
@@ -186,6 +190,29 @@ def export_filter_graph(model: nn.Module, model_path: str | Path, layer: str, ch
     return _check(tmp, target, [("activation", got_activation, activation), ("gradient", got[:, 0], expected)], len(images), t0)
 
 
+def export_gradcam_graph(model: nn.Module, model_path: str | Path, check_images: np.ndarray, class_names=None) -> GraphCheck:
+    """Write ``<stem>.gradcam.onnx``: (image, class_index) → (logits, activation_<layer>, gradient_<layer> for the
+    middle and the last conv layer), checked against autograd."""
+    t0 = time.perf_counter()
+    images, metadata = _prepare(model, model_path, check_images, "gradcam", class_names)
+    layers = cam_layers(model)
+    roles = ["middle", "last"][-len(layers):]
+    metadata[META_CAM_LAYERS] = [{**info.to_dict(), "role": role} for info, role in zip(layers, roles)]
+    outputs = [ONNX_OUTPUT] + [prefix + info.name for info in layers for prefix in (CAM_ACTIVATION_PREFIX, CAM_GRADIENT_PREFIX)]
+    target = gradcam_path(model_path)
+    tmp = _tmp(target)
+    dummy = (torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE), torch.zeros(2, dtype=torch.int64))
+    _export(GradCam(model, layers), dummy, tmp, [ONNX_INPUT, CLASS_INDEX], outputs, metadata)
+
+    with torch.no_grad():
+        logits = model(torch.from_numpy(images[:, None])).numpy()
+    classes = np.arange(len(images)) % logits.shape[1]
+    _, exact = torch_cam_inputs(_exact(model), images, classes, layers)
+    got = make_session(tmp).run(outputs, {ONNX_INPUT: images[:, None], CLASS_INDEX: classes})
+    expected = [logits] + [array for info in layers for array in exact[info.name]]
+    return _check(tmp, target, list(zip(outputs, got, expected)), len(images), t0)
+
+
 def export_explain_graphs(model: nn.Module, model_path: str | Path, check_images: np.ndarray, class_names=None,
                           progress=None) -> list[GraphCheck]:
     """All the companions of ``model_path``: the gradient graph, and for conv models the layer outputs and one
@@ -199,9 +226,10 @@ def export_explain_graphs(model: nn.Module, model_path: str | Path, check_images
     if progress:
         progress(checks[-1])
     if infos:
-        checks.append(export_layer_outputs(model, model_path, check_images, class_names))
-        if progress:
-            progress(checks[-1])
+        for export in (export_gradcam_graph, export_layer_outputs):
+            checks.append(export(model, model_path, check_images, class_names))
+            if progress:
+                progress(checks[-1])
         for info in infos:
             checks.append(export_filter_graph(model, model_path, info.name, check_images, class_names))
             if progress:
@@ -212,7 +240,7 @@ def export_explain_graphs(model: nn.Module, model_path: str | Path, check_images
 def companions_of(model_path: str | Path) -> list[Path]:
     """The explanation graphs that exist beside ``model_path``."""
     stem = Path(model_path).name[:-5]
-    found = [gradient_path(model_path), layers_path(model_path)] + sorted(Path(model_path).parent.glob(f"{glob_escape(stem)}.filters.*.onnx"))
+    found = [gradient_path(model_path), gradcam_path(model_path), layers_path(model_path)] + sorted(Path(model_path).parent.glob(f"{glob_escape(stem)}.filters.*.onnx"))
     return [p for p in found if p.is_file()]
 
 

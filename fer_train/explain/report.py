@@ -237,7 +237,7 @@ def _timed(fn, repeats: int) -> float:
 
 def _onnx_section(job: _Job, checkpoint: dict, threads: int | None) -> None:
     """The model and its explanation graphs in onnxruntime: written, checked, timed, and one filter grid again."""
-    from ..export import build_metadata, export_onnx
+    from ..onnx_export import build_metadata, export_onnx
     from .gradient_onnx import export_explain_graphs
 
     task = job.progress.add_task("onnx export and checks", total=None)

@@ -1,8 +1,9 @@
-"""Where the model looks, in torch: the input gradient (the study's method), SmoothGrad and occlusion.
+"""Where the model looks, in torch: every method of :data:`fer_runtime.explain.METHODS` (the input gradient, the
+study's method; SmoothGrad, occlusion, Grad-CAM) and those measured beside them (integrated gradients).
 
-The gradient is taken with respect to the raw pixels (0..255), of a class's logit. SmoothGrad and
-occlusion are the numpy algorithms of :mod:`fer_runtime.explain`, run here with torch behind them,
-so the TUI's onnxruntime results are comparable number for number.
+The gradient is taken with respect to the raw pixels (0..255), of a class's logit. The maps are the numpy code
+of :func:`fer_runtime.explain.methods.method_maps` with torch autograd behind it, so the TUI's onnxruntime maps
+and these are the same number for number.
 """
 
 from __future__ import annotations
@@ -14,9 +15,13 @@ import torch
 from torch import nn
 
 from fer_runtime import explain as rt
+from fer_runtime.explain.methods import method_maps
 from fer_runtime.metrics import softmax
 
-METHODS = ("gradient", "smoothgrad", "occlusion")
+from .backward import UnsupportedModelError, cam_layers
+from .gradcam import torch_cam_inputs
+
+METHODS = tuple(rt.METHODS)
 
 
 def torch_gradient_fn(model: nn.Module, batch_size: int = 256) -> rt.GradientFn:
@@ -97,20 +102,42 @@ class SaliencyMaps:
         return softmax(self.logits)
 
 
+def torch_cam_fn(model: nn.Module):
+    """:data:`~fer_runtime.explain.methods.CamFn` by autograd, for the layers the Grad-CAM graph would tap."""
+    layers = cam_layers(model)
+    by_role = dict(zip(["middle", "last"][-len(layers):], layers))
+
+    def run(images: np.ndarray, index: np.ndarray, role: str):
+        _, cams = torch_cam_inputs(model, images, index, [by_role[role]])
+        return cams[by_role[role].name]
+
+    return run
+
+
+def torch_maps(model: nn.Module, method: rt.Method | str, images: np.ndarray, class_index) -> np.ndarray:
+    """``method``'s maps (N, 48, 48) of a torch model (a plain chain in eval mode for Grad-CAM, e.g.
+    ``deployable(model)``); :class:`UnsupportedModelError` for Grad-CAM of a model without conv layers."""
+    known = {**rt.METHODS, **rt.MEASURED_ONLY}
+    if isinstance(method, str) and method not in known:
+        raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(known)}")
+    method = known[method] if isinstance(method, str) else method
+    needs = method.needs
+    return method_maps(method, images, class_index, logits_fn=torch_logits_fn(model),
+                       gradient_fn=torch_gradient_fn(model) if needs == "gradient" else None,
+                       cam_fn=torch_cam_fn(model) if needs == "gradcam" else None)
+
+
 def saliency_maps(model: nn.Module, images: np.ndarray, class_index=None, methods=METHODS, progress=None) -> SaliencyMaps:
-    """Each method's map of the same images; ``progress(method)`` after each method."""
+    """Each method's map of the same images (methods a model cannot run, Grad-CAM without conv layers, are left
+    out); ``progress(method)`` after each method."""
     x = rt.as_batch(images)
     result = input_gradient(model, x, class_index)
     maps = {}
     for method in methods:
-        if method == "gradient":
-            maps[method] = result.map
-        elif method == "smoothgrad":
-            maps[method] = np.abs(smoothgrad(model, x, result.class_index))
-        elif method == "occlusion":
-            maps[method] = np.clip(occlusion(model, x, result.class_index), 0, None)  # only where hiding hurts the class
-        else:
-            raise ValueError(f"unknown saliency method {method!r}; choose from {', '.join(METHODS)}")
+        try:
+            maps[method] = torch_maps(model, method, x, result.class_index)
+        except UnsupportedModelError:
+            pass
         if progress is not None:
             progress(method)
     return SaliencyMaps(np.clip(x, 0, 255).astype(np.uint8), result.class_index, result.logits, maps)

@@ -11,8 +11,8 @@ from fer_runtime import explain as rt
 from ..plots import _pyplot
 from .saliency import SaliencyMaps
 
-HEAT_CMAP = "inferno"
-METHOD_TITLES = {"gradient": "gradient |∂logit/∂x|", "smoothgrad": "SmoothGrad", "occlusion": "occlusion (prob. drop)"}
+METHOD_TITLES = {"gradient": "gradient |∂logit/∂x|", "smoothgrad": "SmoothGrad", "occlusion": "occlusion (prob. drop)",
+                 "integrated": "integrated gradients", "gradcam": "Grad-CAM, last conv", "gradcam-middle": "Grad-CAM, middle conv"}
 
 
 def _save(fig, path: str | Path) -> Path:
@@ -30,48 +30,78 @@ def _off(ax) -> None:
         spine.set_visible(False)
 
 
-def _face_title(maps: SaliencyMaps, i: int, class_names: Sequence[str], labels: Sequence[int] | None) -> str:
+def heat_picture(face: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A map (any scale) as every saliency picture shows it: normalised, in colour over the dimmed face."""
+    return rt.heat_over_face(face, rt.normalise_map(values))
+
+
+def heat_legend(fig, axes, label: str = "saliency (of its 99th percentile)") -> None:
+    """The colour bar of :func:`heat_picture`: from the dimmed face (weak) to full colour (strong)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import ListedColormap, Normalize
+
+    cmap = ListedColormap(rt.legend_colours(256) / 255.0)
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap), ax=axes, shrink=0.6, aspect=25, pad=0.01)
+    bar.set_label(label, fontsize=7)
+    bar.set_ticks([0, 0.5, 1], labels=["weak", "", "strong"], fontsize=7)
+
+
+def _face_title(maps: SaliencyMaps, i: int, class_names: Sequence[str], labels: Sequence[int] | None, heads: Sequence[str] | None = None) -> str:
     cls = int(maps.class_index[i])
     prob = maps.probabilities[i, cls]
-    head = class_names[labels[i]] if labels is not None else f"image {i}"
+    head = heads[i] if heads is not None else class_names[labels[i]] if labels is not None else f"image {i}"
     return f"{head}\n→ {class_names[cls]} {prob:.2f}"
 
 
 def class_sheet(maps: SaliencyMaps, class_names: Sequence[str], path: str | Path, labels: Sequence[int] | None = None,
-                method: str = "gradient", hide: float = 0.5, title: str = "") -> Path:
-    """One column per face: the face, its saliency heat map, and the face with its least salient ``hide`` hidden."""
+                method: str | None = None, hide: float = 0.5, title: str = "") -> Path:
+    """One column per face: the face, its saliency map over the dimmed face (``method``, default the default
+    method when it is among the maps, else the first), and the face with its least salient ``hide`` hidden."""
     plt = _pyplot()
     n = len(maps.images)
-    fig, axes = plt.subplots(3, n, figsize=(1.6 * n + 0.6, 5.6), squeeze=False, layout="constrained")
-    heat = rt.normalise_map(maps.maps[method])
+    method = method or (rt.DEFAULT_METHOD if rt.DEFAULT_METHOD in maps.maps else next(iter(maps.maps)))
+    fig, axes = plt.subplots(3, n, figsize=(1.6 * n + 1.2, 5.6), squeeze=False, layout="constrained")
     for i in range(n):
         axes[0, i].imshow(maps.images[i], cmap="gray", vmin=0, vmax=255)
         axes[0, i].set_title(_face_title(maps, i, class_names, labels), fontsize=8)
-        axes[1, i].imshow(heat[i], cmap=HEAT_CMAP, vmin=0, vmax=1)
+        axes[1, i].imshow(heat_picture(maps.images[i], maps.maps[method][i]))
         axes[2, i].imshow(rt.masked_image(maps.images[i], maps.maps[method][i], hide), cmap="gray", vmin=0, vmax=255)
         for ax in axes[:, i]:
             _off(ax)
     for row, label in enumerate(("face", METHOD_TITLES.get(method, method), f"{hide:.0%} least salient hidden")):
         axes[row, 0].set_ylabel(label, fontsize=8)
+    heat_legend(fig, axes[1, :])
     fig.suptitle(title or f"saliency of the predicted class ({method})", fontsize=10)
     return _save(fig, path)
 
 
-def methods_sheet(maps: SaliencyMaps, class_names: Sequence[str], path: str | Path, labels: Sequence[int] | None = None, title: str = "") -> Path:
-    """One column per face, one row per method, the same faces and classes: the methods side by side."""
+def methods_sheet(maps: SaliencyMaps, class_names: Sequence[str], path: str | Path, labels: Sequence[int] | None = None, title: str = "",
+                  scores: dict[str, np.ndarray] | None = None, masked: str | None = None, hide: float = 0.5,
+                  heads: Sequence[str] | None = None) -> Path:
+    """One column per face, one row per method, the same faces and classes: the methods side by side. ``scores``:
+    method → a number per face written under its map (e.g. the map's faithfulness); ``masked``: a last row, the
+    faces with the ``hide`` least salient share of that method's map hidden (as the study drew them); ``heads``: each face's name (default: its label)."""
     plt = _pyplot()
     n, methods = len(maps.images), list(maps.maps)
-    fig, axes = plt.subplots(1 + len(methods), n, figsize=(1.6 * n + 0.6, 1.75 * (1 + len(methods)) + 0.4), squeeze=False, layout="constrained")
+    rows = 1 + len(methods) + bool(masked)
+    fig, axes = plt.subplots(rows, n, figsize=(1.6 * n + 1.2, 1.75 * rows + 0.4), squeeze=False, layout="constrained")
     for i in range(n):
         axes[0, i].imshow(maps.images[i], cmap="gray", vmin=0, vmax=255)
-        axes[0, i].set_title(_face_title(maps, i, class_names, labels), fontsize=8)
+        axes[0, i].set_title(_face_title(maps, i, class_names, labels, heads), fontsize=8)
         for row, method in enumerate(methods, start=1):
-            axes[row, i].imshow(rt.normalise_map(maps.maps[method][i]), cmap=HEAT_CMAP, vmin=0, vmax=1)
+            axes[row, i].imshow(heat_picture(maps.images[i], maps.maps[method][i]))
+            if scores and method in scores:
+                axes[row, i].set_xlabel(f"faithfulness {scores[method][i]:+.2f}", fontsize=7)
+        if masked:
+            axes[-1, i].imshow(rt.masked_image(maps.images[i], maps.maps[masked][i], hide), cmap="gray", vmin=0, vmax=255)
         for ax in axes[:, i]:
             _off(ax)
     axes[0, 0].set_ylabel("face", fontsize=8)
     for row, method in enumerate(methods, start=1):
         axes[row, 0].set_ylabel(METHOD_TITLES.get(method, method), fontsize=8)
+    if masked:
+        axes[-1, 0].set_ylabel(f"{hide:.0%} least salient\nhidden ({masked})", fontsize=8)
+    heat_legend(fig, axes[1:1 + len(methods), :])
     fig.suptitle(title or "saliency methods compared", fontsize=10)
     return _save(fig, path)
 

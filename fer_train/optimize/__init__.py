@@ -17,6 +17,11 @@ exported as four elementwise nodes, each a pass over the activations, and since 
 (NCHWc) conv layout has no kernel for them, each conv PReLU also costs a reorder out of that layout and
 back. The fp32 rewrite (:func:`simplify`) halves the elementwise passes; int8 (:func:`quantize_int8`)
 does the convolutions with VNNI and keeps the PReLU, padding and pooling on uint8 values.
+
+The modules: :mod:`.builders` (one builder per variant kind: fast, int8 with its 7/8-bit ladder, tta, ensemble),
+:mod:`.variants` (``optimize_model``: build, gate, write, share weights), :mod:`.tta_int8` (a TTA model's int8),
+:mod:`.rewrite` and :mod:`.int8` (the graph rewrites), :mod:`.compose` (views and ensembles), :mod:`.gate`,
+:mod:`.flops` and :mod:`.graph` (the graph helpers they share).
 """
 from __future__ import annotations
 
@@ -24,11 +29,11 @@ from .compose import ensemble_average, flip_average, held_models
 from .flops import FlopCount, count_flops
 from .gate import MAX_ACCURACY_DROP, GateResult, accuracy_gate, accuracy_points, logits_of
 from .graph import OptimizeError
-from .int8 import CALIBRATION_METHODS, _Calibration, float_node_names, quantize_int8  # noqa: F401  (_Calibration: benchmarks/bench_inference.py)
+from .int8 import CALIBRATION_METHODS, CalibrationReader, float_node_names, quantize_int8
 from .rewrite import average_pool_as_depthwise_conv, basic_optimizations, drop_zero_pad_values, fold_input_scale, fuse_prelu, simplify
 from .variants import FUSED_ATOL, VARIANTS, VariantResult, load_optimize_splits, optimize_model, variant_metadata
 
-__all__ = ["CALIBRATION_METHODS", "FUSED_ATOL", "MAX_ACCURACY_DROP", "VARIANTS", "FlopCount", "GateResult", "OptimizeError", "VariantResult", "accuracy_gate",
+__all__ = ["CALIBRATION_METHODS", "CalibrationReader", "FUSED_ATOL", "MAX_ACCURACY_DROP", "VARIANTS", "FlopCount", "GateResult", "OptimizeError", "VariantResult", "accuracy_gate",
            "accuracy_points", "average_pool_as_depthwise_conv", "basic_optimizations", "count_flops", "drop_zero_pad_values",
            "ensemble_average", "flip_average", "float_node_names", "fold_input_scale", "fuse_prelu", "held_models", "load_optimize_splits", "logits_of",
            "optimize_model", "quantize_int8", "simplify", "variant_metadata"]

@@ -12,7 +12,7 @@ from fer_runtime.contract import CLASS_NAMES, IMAGE_SIZE, META_CONFIG, META_METR
 from fer_runtime.metrics import without_predictions
 
 from ..config import SPLIT_KEYS
-from .graph import OptimizeError, _copy, model_sha256
+from .graph import OptimizeError, copy_model, model_sha256
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def ensemble_average(models: list, flip: bool = True, weights: list[int] | None 
     member_outputs = []
     for k, member in enumerate(models):
         prefix = f"m{k}_"
-        renamed = compose.add_prefix(_copy(member), prefix)
+        renamed = compose.add_prefix(copy_model(member), prefix)
         for node in renamed.graph.node:
             node.input[:] = [views_input if name == prefix + ONNX_INPUT else name for name in node.input]
         nodes += list(renamed.graph.node)
@@ -161,7 +161,7 @@ def ensemble_average(models: list, flip: bool = True, weights: list[int] | None 
                       "members": count}
 
 
-def _members(model_path: Path, source, paths, original_meta: dict) -> tuple[list, list[dict], list[int]]:
+def load_members(model_path: Path, source, paths, original_meta: dict) -> tuple[list, list[dict], list[int]]:
     """Every model of an ensemble, this one (``source``) first, with a record and a weight each, loaded and
     checked: the fer contract, the same validation split (else the ensemble's validation accuracy would count
     faces a member trained on), and no model twice. A member that is an ensemble itself weighs as many models

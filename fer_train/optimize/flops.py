@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .graph import OptimizeError, _as_model, _copy
+from .graph import OptimizeError, as_model, copy_model
 
 
 @dataclass
@@ -31,9 +31,9 @@ def _static_shapes(model, batch: int = 1) -> dict[str, list[int]]:
     ``ZeroPad2d``; running the unoptimised graph once with every tensor as an output can.
     """
     import onnx
-    import onnxruntime as ort
+    from fer_runtime.sessions import make_session
 
-    model = _copy(model)
+    model = copy_model(model)
     inferred = onnx.shape_inference.infer_shapes(model)
     elem_types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
     shapes = {init.name: list(init.dims) for init in model.graph.initializer}
@@ -43,10 +43,7 @@ def _static_shapes(model, batch: int = 1) -> dict[str, list[int]]:
             if name and name not in existing and elem_types.get(name):
                 model.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_types[name], None))
                 existing.add(name)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = make_session(model.SerializeToString(), optimization="none")
     feeds = {i.name: np.zeros([batch if not isinstance(d, int) else d for d in i.shape], np.float32) for i in session.get_inputs()}
     names = [o.name for o in session.get_outputs()]
     for name, value in zip(names, session.run(names, feeds)):
@@ -60,7 +57,7 @@ def count_flops(model) -> FlopCount:
     Conv: output elements × (input channels / groups) × kernel area; Gemm/MatMul: rows × K × columns.
     Elementwise ops, pooling and padding are left out, as is customary: they are memory, not arithmetic.
     """
-    model = _as_model(model)
+    model = as_model(model)
     shapes = _static_shapes(model, batch=1)
     count = FlopCount()
     for i, node in enumerate(model.graph.node):

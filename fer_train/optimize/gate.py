@@ -8,19 +8,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from fer_runtime.contract import IMAGE_SIZE, ONNX_INPUT, ONNX_OUTPUT
-from fer_runtime.variants import MAX_ACCURACY_DROP  # one gate: the tools that pick a variant read the same number
+from fer_runtime.family import MAX_ACCURACY_DROP  # one gate: the tools that pick a variant read the same number
 
-from .graph import _as_model
+from .graph import as_model
 
 
 def logits_of(model, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Logits of an ONNX model (path or proto) for uint8 images (N, 48, 48), with onnxruntime."""
-    import onnxruntime as ort
+    from fer_runtime.sessions import make_session
 
-    model = _as_model(model)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = make_session(as_model(model).SerializeToString())
     out = []
     for i in range(0, len(images), batch_size):
         batch = np.asarray(images[i:i + batch_size], np.float32).reshape(-1, 1, IMAGE_SIZE, IMAGE_SIZE)

@@ -39,13 +39,14 @@ class OptimizeError(RuntimeError):
     """A rewrite or quantisation that could not be done, or a variant that failed its check."""
 
 
-def _as_model(model):
+def as_model(model):
+    """An ONNX model: ``model`` itself, or the file it names, loaded."""
     import onnx
 
     return onnx.load(str(model)) if isinstance(model, (str, Path)) else model
 
 
-def _wiring(nodes: list) -> tuple[dict, dict[str, list]]:
+def wiring(nodes: list) -> tuple[dict, dict[str, list]]:
     """For a graph's nodes: which node produces each tensor, and which nodes read it (in order)."""
     producer = {out: node for node in nodes for out in node.output}
     readers: dict[str, list] = {}
@@ -55,7 +56,8 @@ def _wiring(nodes: list) -> tuple[dict, dict[str, list]]:
     return producer, readers
 
 
-def _copy(model):
+def copy_model(model):
+    """A deep copy of an ONNX model, for a rewrite that must leave its input as it was."""
     import onnx
 
     copy = onnx.ModelProto()
@@ -63,7 +65,7 @@ def _copy(model):
     return copy
 
 
-def _constant_values(model) -> dict[str, np.ndarray]:
+def constant_values(model) -> dict[str, np.ndarray]:
     """Values of initializers and of Constant nodes, by tensor name."""
     from onnx import numpy_helper
 
@@ -76,12 +78,13 @@ def _constant_values(model) -> dict[str, np.ndarray]:
     return values
 
 
-def _is_zero(values: dict[str, np.ndarray], name: str) -> bool:
+def is_zero(values: dict[str, np.ndarray], name: str) -> bool:
+    """Whether the tensor ``name`` is a constant single zero (``values``: :func:`constant_values`)."""
     value = values.get(name)
     return value is not None and value.size == 1 and float(value.reshape(())) == 0.0
 
 
-def _set_nodes(model, nodes: list, prune: bool = True) -> None:
+def set_nodes(model, nodes: list, prune: bool = True) -> None:
     """Replace the graph's nodes (copies first: clearing the field invalidates the old wrappers)."""
     import onnx
 
@@ -93,10 +96,10 @@ def _set_nodes(model, nodes: list, prune: bool = True) -> None:
     del model.graph.node[:]
     model.graph.node.extend(copies)
     if prune:
-        _drop_unused(model)
+        drop_unused(model)
 
 
-def _drop_unused(model) -> None:
+def drop_unused(model) -> None:
     """Remove nodes whose outputs nobody reads and initializers no node reads."""
     needed = {o.name for o in model.graph.output}
     kept = []
@@ -104,7 +107,7 @@ def _drop_unused(model) -> None:
         if any(out in needed for out in node.output):
             kept.append(node)
             needed.update(node.input)
-    _set_nodes(model, list(reversed(kept)), prune=False)
+    set_nodes(model, list(reversed(kept)), prune=False)
     inits = [init for init in model.graph.initializer if init.name in needed]
     del model.graph.initializer[:]
     model.graph.initializer.extend(inits)

@@ -12,20 +12,18 @@ import numpy as np
 
 from fer_runtime.contract import IMAGE_SIZE, ONNX_INPUT
 
-from .graph import _as_model, _constant_values, _copy, _is_zero, _set_nodes, _wiring
+from .graph import as_model, constant_values, copy_model, is_zero, set_nodes, wiring
 
 
 def _tensor_ranges(model, names: list[str], images: np.ndarray, batch_size: int = 256) -> dict[str, tuple[float, float]]:
     """(min, max) of the named tensors over ``images`` (uint8 (N, 48, 48)), running the fp32 graph."""
     import onnx
-    import onnxruntime as ort
+    from fer_runtime.sessions import make_session
 
-    model = _copy(model)
+    model = copy_model(model)
     for name in names:
         model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = make_session(model.SerializeToString())
     low = {n: np.inf for n in names}
     high = {n: -np.inf for n in names}
     for i in range(0, len(images), batch_size):
@@ -35,7 +33,7 @@ def _tensor_ranges(model, names: list[str], images: np.ndarray, batch_size: int 
     return {n: (low[n], high[n]) for n in names}
 
 
-class _Calibration:
+class CalibrationReader:
     """onnxruntime's CalibrationDataReader over uint8 images, in batches."""
 
     def __init__(self, images: np.ndarray, batch_size: int = 64, equal: bool = False):
@@ -62,7 +60,7 @@ FLOAT_NODE_KEYS = ("first", "last")  # in ``keep_float``: the first Conv/Gemm/Ma
 def float_node_names(model, keep_float) -> list[str]:
     """The node names that ``keep_float`` means: ``"first"`` / ``"last"`` (the first / last Conv, Gemm or
     MatMul in graph order, i.e. the input layer and the classifier's output layer) or node names."""
-    model = _as_model(model)
+    model = as_model(model)
     layers = [n.name for n in model.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     names = [n.name for n in model.graph.node]
     out = []
@@ -92,7 +90,7 @@ def _calibrated_ranges(path: Path, images: np.ndarray, method: str, percentile: 
         options.update(num_bins=2048, num_quantized_bins=256)
     calibrator = create_calibrator(path, None, augmented_model_path=str(tmp / "augmented.onnx"), calibrate_method=kind,
                                    providers=["CPUExecutionProvider"], extra_options=options)
-    calibrator.collect_data(_Calibration(images, equal=method != "minmax"))
+    calibrator.collect_data(CalibrationReader(images, equal=method != "minmax"))
     ranges = calibrator.compute_data()
     del calibrator
     return kind, ranges
@@ -130,15 +128,8 @@ def quantize_int8(model, calibration_images: np.ndarray, weight_bits: int = 7, o
         raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
     if calibration not in CALIBRATION_METHODS:
         raise ValueError(f"calibration must be one of {', '.join(CALIBRATION_METHODS)}, got {calibration!r}")
-    model = _copy(_as_model(model))
-    nodes = list(model.graph.node)
-    producer = {out: node for node in nodes for out in node.output}
-    groups = []  # (x, w·x, output) of each PReLU in Max/Min form
-    for node in nodes:
-        if node.op_type in ("Max", "Min") and len(node.input) == 2:
-            mul = producer.get(node.input[1])
-            if mul is not None and mul.op_type == "Mul" and node.input[0] in mul.input:
-                groups.append((node.input[0], node.input[1], node.output[0]))
+    model = copy_model(as_model(model))
+    groups = _prelu_groups(model)
     excluded = float_node_names(model, keep_float)
 
     quiet = logging.getLogger().level
@@ -158,12 +149,7 @@ def quantize_int8(model, calibration_images: np.ndarray, weight_bits: int = 7, o
             missing = [name for group in groups for name in group[:2] if name not in known]
             if missing:
                 known.update(_tensor_ranges(model, missing, calibration_images))
-            overrides = {ONNX_INPUT: [{"rmin": np.float32(0), "rmax": np.float32(255)}]}  # scale (255 - 0) / 255 = 1: pixels exactly
-            for x, scaled, out in groups:
-                low = min(known[x][0], known[scaled][0], 0.0)
-                high = max(known[x][1], known[scaled][1], 0.0)
-                for name in (x, scaled, out):
-                    overrides[name] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]
+            overrides = _range_overrides(groups, known)
             quantize_static(str(src), str(dst), None, quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, reduce_range=weight_bits == 7, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=method, calibration_cache_path=str(cache), nodes_to_exclude=excluded,
@@ -187,13 +173,38 @@ def quantize_int8(model, calibration_images: np.ndarray, weight_bits: int = 7, o
     return quantized, steps
 
 
+def _prelu_groups(model) -> list[tuple[str, str, str]]:
+    """``(x, w·x, output)`` of each PReLU in ``Max``/``Min`` form (:func:`fer_train.optimize.rewrite.fuse_prelu`)."""
+    nodes = list(model.graph.node)
+    producer = {out: node for node in nodes for out in node.output}
+    groups = []
+    for node in nodes:
+        if node.op_type in ("Max", "Min") and len(node.input) == 2:
+            mul = producer.get(node.input[1])
+            if mul is not None and mul.op_type == "Mul" and node.input[0] in mul.input:
+                groups.append((node.input[0], node.input[1], node.output[0]))
+    return groups
+
+
+def _range_overrides(groups: list[tuple[str, str, str]], known: dict[str, tuple[float, float]]) -> dict:
+    """The quantizer's ``TensorQuantOverrides``: the input's pixels exactly (scale 1), and one shared range for the
+    three tensors of each PReLU group, so that its ``Max`` runs on the uint8 values."""
+    overrides = {ONNX_INPUT: [{"rmin": np.float32(0), "rmax": np.float32(255)}]}  # scale (255 - 0) / 255 = 1: pixels exactly
+    for x, scaled, out in groups:
+        low = min(known[x][0], known[scaled][0], 0.0)
+        high = max(known[x][1], known[scaled][1], 0.0)
+        for name in (x, scaled, out):
+            overrides[name] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]
+    return overrides
+
+
 def _float_outputs(model):
     """Drop the ``QuantizeLinear → DequantizeLinear`` pair that the quantizer puts on the graph's outputs:
     the last Gemm then writes float logits itself (onnxruntime's QGemm does), which keeps the logits'
     precision and spares a pass."""
-    model = _copy(model)
+    model = copy_model(model)
     nodes = list(model.graph.node)
-    producer, readers = _wiring(nodes)
+    producer, readers = wiring(nodes)
     drop = set()
     for output in model.graph.output:
         dq = producer.get(output.name)
@@ -205,7 +216,7 @@ def _float_outputs(model):
             continue
         last.output[list(last.output).index(q.input[0])] = output.name
         drop |= {id(q), id(dq)}
-    _set_nodes(model, [n for n in nodes if id(n) not in drop])
+    set_nodes(model, [n for n in nodes if id(n) not in drop])
     return model
 
 
@@ -220,10 +231,10 @@ def _on_quantized_values(model):
     import onnx
     from onnx import numpy_helper
 
-    model = _copy(model)
-    values = _constant_values(model)
+    model = copy_model(model)
+    values = constant_values(model)
     nodes = list(model.graph.node)
-    producer, readers = _wiring(nodes)
+    producer, readers = wiring(nodes)
 
     def params(node):
         scale = values.get(node.input[1])
@@ -249,7 +260,7 @@ def _on_quantized_values(model):
             continue
         inputs = [d.input[0] for d in dqs]
         if node.op_type == "Pad":
-            if len(node.input) == 3 and not _is_zero(values, node.input[2]):
+            if len(node.input) == 3 and not is_zero(values, node.input[2]):
                 continue
             zero_point = values[qs[0].input[2]].reshape(())
             pad_value = qs[0].output[0] + "/pad_value"
@@ -259,5 +270,5 @@ def _on_quantized_values(model):
                                                   **{att.name: onnx.helper.get_attribute_value(att) for att in node.attribute})
         drop.add(id(qs[0]))
         counts["Pad" if node.op_type == "Pad" else "Max"] += 1
-    _set_nodes(model, [replace.get(id(n), n) for n in nodes if id(n) not in drop])
+    set_nodes(model, [replace.get(id(n), n) for n in nodes if id(n) not in drop])
     return model, counts["Max"], counts["Pad"]

@@ -16,7 +16,7 @@ import numpy as np
 from fer_runtime.contract import ONNX_INPUT
 
 from .flops import _static_shapes
-from .graph import _as_model, _constant_values, _copy, _drop_unused, _is_zero, _set_nodes, _wiring
+from .graph import as_model, constant_values, copy_model, drop_unused, is_zero, set_nodes, wiring
 
 
 @dataclass
@@ -30,15 +30,15 @@ class _PReLUMatch:
 def _find_prelus(model, nodes: list) -> list[_PReLUMatch]:
     """``Add(Clip(x, min=0), Mul(w, Clip(x, max=0)))`` groups (either operand order), how torch exports
     ``clamp(x, min=0) + w * clamp(x, max=0)``; ``nodes`` is ``list(model.graph.node)``."""
-    values = _constant_values(model)
-    producer, readers = _wiring(nodes)
+    values = constant_values(model)
+    producer, readers = wiring(nodes)
     outputs = {o.name for o in model.graph.output}
 
     def clip_bound(node, which: int) -> bool:  # which: 1 = min, 2 = max; the other bound absent
         if node is None or node.op_type != "Clip" or len(node.input) < 2:
             return False
         inputs = list(node.input) + [""] * (3 - len(node.input))
-        return _is_zero(values, inputs[which]) and inputs[3 - which] == ""
+        return is_zero(values, inputs[which]) and inputs[3 - which] == ""
 
     matches = []
     for add in nodes:
@@ -78,8 +78,8 @@ def fuse_prelu(model, form: str = "max"):
 
     if form not in ("max", "prelu"):
         raise ValueError(f"unknown PReLU form {form!r}; expected 'max' or 'prelu'")
-    model = _copy(_as_model(model))
-    values = _constant_values(model)
+    model = copy_model(as_model(model))
+    values = constant_values(model)
     replace: dict[int, list] = {}  # id of the Add → the nodes that take the group's place
     drop: set[int] = set()
     nodes = list(model.graph.node)  # protobuf hands out new wrappers on each access: keep one list
@@ -105,7 +105,7 @@ def fuse_prelu(model, form: str = "max"):
             kept += replace[id(node)]
         elif id(node) not in drop:
             kept.append(node)
-    _set_nodes(model, kept)
+    set_nodes(model, kept)
     return model, len(replace)
 
 
@@ -118,10 +118,10 @@ def fold_input_scale(model):
     """
     from onnx import numpy_helper
 
-    model = _copy(_as_model(model))
-    values = _constant_values(model)
+    model = copy_model(as_model(model))
+    values = constant_values(model)
     nodes = list(model.graph.node)
-    _, readers = _wiring(nodes)
+    _, readers = wiring(nodes)
     a, b = 1.0, 0.0
     chain, tensor = [], ONNX_INPUT
     while True:
@@ -169,7 +169,7 @@ def fold_input_scale(model):
                                     numpy_helper.from_array((bias + shift).astype(np.float32), new_b)])
     target.input[1], target.input[2] = new_w, new_b
     (flatten or target).input[0] = ONNX_INPUT
-    _drop_unused(model)
+    drop_unused(model)
     return model, True
 
 
@@ -181,15 +181,12 @@ def basic_optimizations(model):
     assigned to any hardware, and they turn the padding amounts torch computes in-graph into constants.
     """
     import onnx
-    import onnxruntime as ort
+    from fer_runtime.sessions import make_session
 
     with tempfile.TemporaryDirectory() as tmp:
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = str(Path(tmp) / "basic.onnx")
-        options.log_severity_level = 3
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        optimized = onnx.load(options.optimized_model_filepath)
+        written = Path(tmp) / "basic.onnx"
+        make_session(model.SerializeToString(), optimization="basic", optimized_model_path=written)
+        optimized = onnx.load(str(written))
     used = {node.domain for node in optimized.graph.node}
     keep = [op for op in optimized.opset_import if op.domain in used or op.domain in ("", "ai.onnx")]
     del optimized.opset_import[:]
@@ -201,15 +198,15 @@ def drop_zero_pad_values(model):
     """Remove ``Pad``'s explicit ``constant_value`` of 0 (the default). Same function; but the quantizer
     turns an explicit float 0 into a dequantised constant that keeps the Pad in float, while without it
     the Pad runs on uint8 (padding with the zero point). Returns ``(model, number changed)``."""
-    model = _copy(_as_model(model))
-    values = _constant_values(model)
+    model = copy_model(as_model(model))
+    values = constant_values(model)
     changed = 0
     for node in model.graph.node:
         mode = next((att.s for att in node.attribute if att.name == "mode"), b"constant")
-        if node.op_type == "Pad" and mode == b"constant" and len(node.input) == 3 and _is_zero(values, node.input[2]):
+        if node.op_type == "Pad" and mode == b"constant" and len(node.input) == 3 and is_zero(values, node.input[2]):
             del node.input[2]
             changed += 1
-    _drop_unused(model)
+    drop_unused(model)
     return model, changed
 
 
@@ -220,7 +217,7 @@ def average_pool_as_depthwise_conv(model):
     import onnx
     from onnx import numpy_helper
 
-    model = _copy(_as_model(model))
+    model = copy_model(as_model(model))
     shapes = _static_shapes(model)
     nodes = list(model.graph.node)
     replace = {}
@@ -240,7 +237,7 @@ def average_pool_as_depthwise_conv(model):
         replace[id(node)] = onnx.helper.make_node("Conv", [node.input[0], weight], list(node.output), name=node.name + "/depthwise",
                                                   group=channels, kernel_shape=kernel, pads=pads,
                                                   strides=list(attrs.get("strides", [1, 1])))
-    _set_nodes(model, [replace.get(id(n), n) for n in nodes])
+    set_nodes(model, [replace.get(id(n), n) for n in nodes])
     return model, len(replace)
 
 
@@ -249,7 +246,7 @@ def simplify(model):
     ``steps`` saying what was done (it goes into the variant's metadata)."""
     import onnx
 
-    source = _as_model(model)
+    source = as_model(model)
     model = basic_optimizations(source)
     model, scale_folded = fold_input_scale(model)
     model, prelus = fuse_prelu(model, form="max")

@@ -9,24 +9,24 @@ import numpy as np
 
 from fer_runtime.contract import (META_CONFIG, META_FP32_METRICS, META_FP32_TEST_ACCURACY, META_METRICS, META_OPTIMIZATION,
                                   META_VARIANT, META_VARIANT_TEST_ACCURACY, METRICS_TEST, METRICS_VAL, MODEL_SUFFIX)
+from fer_runtime.family import FAST_VARIANT, model_name
 from fer_runtime.metrics import split_metrics, without_predictions
 
 from ..onnx_meta import set_metadata
 from ..shared_weights import family_of, share_family
-from .compose import FLIP_VIEWS, TTA_CANDIDATES, _members, choose_tta, ensemble_average, flip_average
+from .builders import BUILDERS, FUSED_ATOL, SEVEN_BITS_MAX_VAL_DROP, Build, Refused
+from .compose import FLIP_VIEWS, TTA_CANDIDATES, load_members
 from .gate import MAX_ACCURACY_DROP, GateResult, accuracy_gate, accuracy_points, logits_of
 from .graph import model_sha256
-from .int8 import quantize_int8
-from .rewrite import average_pool_as_depthwise_conv, simplify
+from .tta_int8 import is_tta_model, tta_int8_variant
+
+__all__ = ["DEFAULT_CALIBRATION", "DEFAULT_PERCENTILE", "FUSED_ATOL", "SEVEN_BITS_MAX_VAL_DROP", "TTA_CANDIDATES", "VARIANTS",
+           "VariantResult", "load_optimize_splits", "optimize_model", "variant_metadata"]
 
 # int8 calibration: percentile (clipping the rarest outliers) lost least validation accuracy (docs/optimize.md)
 DEFAULT_CALIBRATION = "percentile"
 DEFAULT_PERCENTILE = 99.999
-# weight_bits="auto": the first portable configuration that loses at most this on validation (half the gate)
-# ships; 8-bit weights (exact only on CPUs with VNNI, see quantize_int8) only where none does
-SEVEN_BITS_MAX_VAL_DROP = 0.25
-VARIANTS = ("fast", "int8", "tta", "ensemble")  # tta (flip averaging) and ensemble (with --with members) only when asked
-FUSED_ATOL = 1e-4  # the rewritten fp32 graph must give the same logits as the original
+VARIANTS = tuple(BUILDERS)  # tta (flip averaging) and ensemble (with --with members) only when asked
 
 
 @dataclass
@@ -37,6 +37,7 @@ class VariantResult:
     written: bool
     steps: dict = field(default_factory=dict)
     message: str = ""
+    removed_stale: bool = False  # a refused variant's older file, made from another version of the model, was removed
 
 
 def variant_metadata(original: dict, variant: str, gate: GateResult, metrics: dict, steps: dict, source: Path) -> dict:
@@ -47,7 +48,7 @@ def variant_metadata(original: dict, variant: str, gate: GateResult, metrics: di
     meta[META_VARIANT] = variant
     meta[META_FP32_TEST_ACCURACY] = round(gate.fp32_accuracy / 100, 5)
     meta[META_VARIANT_TEST_ACCURACY] = round(gate.variant_accuracy / 100, 5)
-    meta[META_OPTIMIZATION] = {**steps, "max_drop": gate.max_drop,  # the gate it passed (fer_runtime.variants reads it)
+    meta[META_OPTIMIZATION] = {**steps, "max_drop": gate.max_drop,  # the gate it passed (fer_runtime.family reads it)
                                "source": source.name, "source_sha256": model_sha256(source)[:16]}
     return meta
 
@@ -99,26 +100,30 @@ def _remove_stale(path: Path, source: Path) -> str:
     return f"; removed the old {path.name}, made from another version of {source.name}"
 
 
-def _tta_views(source, val, tta: str, log) -> tuple[str, dict[str, float]]:
-    """The test-time views to use: ``tta`` itself when it names a candidate, else (``auto``) the one chosen on
-    validation, with every candidate's validation accuracy."""
-    from fer_runtime.metrics import log_softmax
+def _tta_int8(model_path: Path, out_dir: Path, splits, max_drop: float, log) -> VariantResult:
+    """``<stem>.tta.int8.onnx``: the model's int8 graph under the TTA file's views (:mod:`.tta_int8`), gated, written
+    and joined to the family's weights like every other variant."""
+    model, steps, gate, metrics, tta_meta = tta_int8_variant(model_path, splits, max_drop=max_drop, log=log)
+    path = model_name(model_path).base_path(out_dir, speed="int8")
+    if not gate.passed:
+        result = VariantResult("int8", path, gate, False, steps, f"refused: {gate}{_remove_stale(path, model_path)}")
+    else:
+        _save(model, path, variant_metadata(tta_meta, "int8", gate, metrics, steps, model_path))
+        result = VariantResult("int8", path, gate, True, steps, f"written: {gate}")
+    log(f"  {path.name}: {result.message}")
+    if family_of(path):
+        share_family(path, log=lambda text: log(f"  {text}"))
+    return result
 
-    if tta != "auto":
-        if tta not in TTA_CANDIDATES:
-            raise ValueError(f"unknown test-time augmentation {tta!r}; choose auto or one of {', '.join(TTA_CANDIDATES)}")
-        return tta, {}
-    choice, scores = choose_tta(lambda view: log_softmax(logits_of(source, view.apply(val.images))), val.labels)
-    log(f"  tta on validation: {', '.join(f'{k} {v:.2f}%' for k, v in scores.items())} → {choice}")
-    return choice, scores
 
-
-def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None = None, variants=("fast", "int8"),
+def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None = None, variants=None,
                    calibration_images: int = 1000, weight_bits: int | str = "auto", max_drop: float = MAX_ACCURACY_DROP, log=print,
                    members: list | None = None, ensemble_flip: bool = False, calibration: str = DEFAULT_CALIBRATION,
                    percentile: float = DEFAULT_PERCENTILE, per_channel: bool = True, keep_float=(), tta: str = "auto") -> list[VariantResult]:
     """Write ``<stem>.fast.onnx`` and ``<stem>.int8.onnx`` beside the model (or in ``out_dir``), each only if
     it passes its checks: logits within :data:`FUSED_ATOL` for the fp32 rewrite, the accuracy gate for both.
+    ``variants=None``: those two; for a test-time-augmentation model (``<stem>.tta.onnx``) its one speed variant,
+    ``<stem>.tta.int8.onnx`` (its model's int8 graph under the same views, :mod:`.tta_int8`).
     ``tta`` and ``ensemble`` (this model with the ``members`` files; with ``ensemble_flip`` each also on the
     mirror image) pass the accuracy gate too. The variants written then share the family's ``<stem>.weights``
     (:func:`fer_train.shared_weights.share_family`): a tensor they hold unchanged is stored once.
@@ -142,82 +147,53 @@ def optimize_model(model_path: str | Path, splits, *, out_dir: str | Path | None
 
     model_path = Path(model_path)
     out_dir = Path(out_dir) if out_dir is not None else model_path.parent
-    stem = model_path.name[: -len(".onnx")] if model_path.name.endswith(".onnx") else model_path.stem
+    stem = model_name(model_path).model  # fer-best.onnx → fer-best; its variants are <stem>.<variant>.onnx
+    original_meta = load_classifier(model_path).metadata
+    if is_tta_model(original_meta):
+        if variants is not None and list(variants) != ["int8"]:
+            raise ValueError(f"{model_path.name} averages test-time views: its one speed variant is int8 (its model's int8 graph "
+                             f"under the same views); run fer-train optimize {model_path} --variants int8")
+        return [_tta_int8(model_path, out_dir, splits, max_drop, log)]
+    variants = ("fast", "int8") if variants is None else variants
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
-    original_meta = load_classifier(model_path).metadata
     source = onnx.load(str(model_path))
     test, val = splits.test, splits.val
     fp32_test = logits_of(source, test.images)
     fp32_accuracy = accuracy_points(fp32_test, test.labels)
     log(f"{model_path}: fp32 PublicTest accuracy {fp32_accuracy:.2f}% on {len(test):,} faces")
 
-    ensemble, member_files, weights = _members(model_path, source, members, original_meta) if "ensemble" in variants else ([], [], [])
-    fast, fast_steps = simplify(source)
-    results, changed = [], False  # changed: a stale variant removed
+    ensemble, member_files, weights = load_members(model_path, source, members, original_meta) if "ensemble" in variants else ([], [], [])
+    build = Build(source, val, log, calibration_images, weight_bits, calibration, percentile, per_channel, tuple(keep_float), tta,
+                  ensemble, member_files, weights, ensemble_flip)
+    results = []
     for name in variants:
-        path = out_dir / f"{stem}.{name}.onnx"
-        if name == "fast":
-            model, steps = fast, dict(fast_steps)
-            check = val.images[:256]
-            diff = float(np.abs(logits_of(source, check) - logits_of(model, check)).max())
-            steps["max_abs_logit_difference"] = float(f"{diff:.3g}")
-            if not diff <= FUSED_ATOL:
-                results.append(VariantResult(name, path, None, False, steps, f"logits differ by {diff:.2e} > {FUSED_ATOL:g}; not written"))
-                log(f"  {path.name}: {results[-1].message}")
-                continue
-        elif name == "tta":
-            choice, scores = _tta_views(source, val, tta, log)
-            model, steps = flip_average(source, TTA_CANDIDATES[choice])
-            if scores:
-                steps["tta_choice"] = {"chosen": choice, "validation_accuracy": scores}
-        elif name == "ensemble":
-            model, steps = ensemble_average(ensemble, flip=ensemble_flip, weights=weights)
-            steps["member_files"] = member_files
-        else:
-            depthwise, pools = average_pool_as_depthwise_conv(fast)
-            def quantize(bits, keep, depthwise=depthwise):
-                return quantize_int8(depthwise, val.images[:calibration_images], weight_bits=bits, calibration=calibration,
-                                     percentile=percentile, per_channel=per_channel, keep_float=keep)
-
-            if weight_bits == "auto":
-                # portable first: 7 bits everywhere; then 7 bits with the first and last layers in fp32; then 8 bits
-                ladder = [(7, tuple(keep_float))] + ([(7, ("first", "last"))] if not keep_float else []) + [(8, tuple(keep_float))]
-                fp32_val = accuracy_points(logits_of(source, val.images), val.labels)
-                tried = {}
-                for bits, keep in ladder:
-                    candidate = quantize(bits, keep)
-                    tried[(bits, keep)] = (fp32_val - accuracy_points(logits_of(candidate[0], val.images), val.labels), candidate)
-                    if tried[(bits, keep)][0] <= SEVEN_BITS_MAX_VAL_DROP:
-                        break
-                choice = min(tried, key=lambda k: (round(tried[k][0], 6), ladder.index(k)))  # the smallest validation loss; earlier on a tie
-                model, steps = tried[choice][1]
-                said = {f"{b} bits" + (f", {'+'.join(k)} in fp32" if k else ""): round(d, 3) for (b, k), (d, _) in tried.items()}
-                steps["int8_choice"] = {"validation_points_lost": said, "chosen": f"{choice[0]} bits" + (f", {'+'.join(choice[1])} in fp32" if choice[1] else "")}
-                log(f"  int8: {steps['int8_choice']['chosen']} (validation points lost: {', '.join(f'{k} {d:.2f}' for k, d in said.items())})")
-            elif weight_bits in (7, 8):
-                model, steps = quantize(weight_bits, keep_float)
-            else:
-                raise ValueError(f"weight_bits must be 7, 8 or 'auto', got {weight_bits!r}")
-            steps = {**fast_steps, "average_pool_as_depthwise_conv": pools, **steps}
-        test_logits = logits_of(model, test.images)
-        gate = accuracy_gate(fp32_accuracy, accuracy_points(test_logits, test.labels), max_drop)
-        if not gate.passed:
-            removed = _remove_stale(path, model_path)
-            changed = changed or bool(removed)
-            results.append(VariantResult(name, path, gate, False, steps, f"refused: {gate}{removed}"))
-            log(f"  {path.name}: {results[-1].message}")
-            continue
-        metrics = {METRICS_VAL: split_metrics(val.labels, logits_of(model, val.images).argmax(1)),
-                   METRICS_TEST: split_metrics(test.labels, test_logits.argmax(1))}
-        label = {"fast": "fp32-fast", "tta": "fp32-flip-average" if steps.get("views") == [v.name for v in FLIP_VIEWS] else "fp32-tta",
-                 "ensemble": "fp32-ensemble-flip-average" if ensemble_flip else "fp32-ensemble"}.get(name, name)
-        _save(model, path, variant_metadata(original_meta, label, gate, metrics, steps, model_path))
-        results.append(VariantResult(name, path, gate, True, steps, f"written: {gate}"))
-        log(f"  {path.name}: {results[-1].message}")
+        results.append(_make_variant(name, out_dir / f"{stem}.{name}.onnx", build, model_path, original_meta, test, fp32_test, max_drop))
+        log(f"  {results[-1].path.name}: {results[-1].message}")
     anchor = out_dir / f"{stem}.{VARIANTS[0]}{MODEL_SUFFIX}"  # a variant's name: its family is the one they join
-    if (changed or any(r.written for r in results)) and family_of(anchor):
+    if any(r.written or r.removed_stale for r in results) and family_of(anchor):
         # the variants join the model's family: its tensors in one <stem>.weights, each once (outputs checked bit for bit)
         share_family(anchor, log=lambda text: log(f"  {text}"))
     return results
+
+
+def _make_variant(name: str, path: Path, build: Build, model_path: Path, original_meta: dict, test, fp32_test: np.ndarray,
+                  max_drop: float) -> VariantResult:
+    """Build one variant, hold it to the accuracy gate on PublicTest, and write it with its metadata if it passes."""
+    try:
+        model, steps = BUILDERS[name](build)
+    except Refused as refusal:
+        return VariantResult(name, path, None, False, refusal.steps, str(refusal))
+    test_logits = logits_of(model, test.images)
+    gate = accuracy_gate(accuracy_points(fp32_test, test.labels), accuracy_points(test_logits, test.labels), max_drop)
+    if not gate.passed:
+        removed = _remove_stale(path, model_path)
+        return VariantResult(name, path, gate, False, steps, f"refused: {gate}{removed}", removed_stale=bool(removed))
+    val = build.val
+    metrics = {METRICS_VAL: split_metrics(val.labels, logits_of(model, val.images).argmax(1)),
+               METRICS_TEST: split_metrics(test.labels, test_logits.argmax(1))}
+    label = {"fast": FAST_VARIANT, "tta": "fp32-flip-average" if steps.get("views") == [v.name for v in FLIP_VIEWS] else "fp32-tta",
+             "ensemble": "fp32-ensemble-flip-average" if build.ensemble_flip else "fp32-ensemble"}.get(name, name)
+    _save(model, path, variant_metadata(original_meta, label, gate, metrics, steps, model_path))
+    return VariantResult(name, path, gate, True, steps, f"written: {gate}")

@@ -18,7 +18,7 @@ Round 1 (``--first-round-epochs``, longer than the others by default, so that th
 first selection) sees no pseudo-labels yet, so it is the same in every arm but FixMatch; it is computed once and
 shared, also under a schedule (the pseudo-label arms follow the baseline's learning rate step by step until
 something is admitted).
-``--parallel-arms`` trains the arms at the same time instead, one process each (:func:`run_arms_in_processes`);
+``--parallel-arms`` trains the arms at the same time instead, one process each (:mod:`.processes`);
 every arm then trains its own round 1, and reaches the same weights as when the arms run one after the other.
 
 The true labels of the unlabeled images never reach the loss, by construction: :func:`prepare` hands the
@@ -30,15 +30,20 @@ Run folder (``runs/semi-<model>-<time>``): ``config.json``; one ordinary run fol
 ``last.pt``, ``history.json``, ``rounds.json``, ``curves.png``); ``rounds.json`` for all arms; at the end
 ``semi.json`` (the summary), ``comparison.md``, ``comparison.png`` and ``rounds.png``, and the self-trained model
 exported to ``self-training/model.onnx``. ``--resume`` continues at the start of the epoch in progress.
+
+The modules: :mod:`.settings` (the flags, the rounds), :mod:`.selection` (the data and the selection rule),
+:mod:`.arm` (one arm: the epoch loop of :mod:`fer_train.train` with rounds), :mod:`.fixmatch` (its epoch),
+:mod:`.run` (the whole run), :mod:`.processes` (``--parallel-arms``) and :mod:`.report` (the summary).
 """
 
-from .arm import ArmRun, ArmState
-from .parallel import ArmFailed, SemiResult, run_arms_in_processes, train_semi
+from .arm import ArmLoop
+from .processes import ArmFailed, run_arms_in_processes
+from .run import SemiResult, train_semi
 from .selection import (PseudoLabelAudit, Selection, SemiData, class_balanced_thresholds, prepare, select_confident, split_labeled,
                         thresholds_for, training_set, unlabeled_probabilities)
 from .settings import ARMS, LABELED_SEED_OFFSET, PSEUDO_LABEL_ARMS, SHARED_ROUND, new_semi_run_dir, parse_class_thresholds, semi_config
 
-__all__ = ["ARMS", "LABELED_SEED_OFFSET", "PSEUDO_LABEL_ARMS", "SHARED_ROUND", "ArmFailed", "ArmRun", "ArmState", "PseudoLabelAudit",
+__all__ = ["ARMS", "LABELED_SEED_OFFSET", "PSEUDO_LABEL_ARMS", "SHARED_ROUND", "ArmFailed", "ArmLoop", "PseudoLabelAudit",
            "Selection", "SemiData", "SemiResult", "class_balanced_thresholds", "new_semi_run_dir", "parse_class_thresholds", "prepare",
            "run_arms_in_processes", "select_confident", "semi_config", "split_labeled", "thresholds_for", "train_semi", "training_set",
            "unlabeled_probabilities"]

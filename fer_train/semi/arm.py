@@ -1,4 +1,5 @@
-"""One arm of a semi-supervised run: its rounds of epochs, checkpoints and resume, as a small state machine."""
+"""One arm of a semi-supervised run: the epoch loop (:class:`fer_train.train.EpochLoop`) with this arm's epochs, its
+rounds of pseudo-labels and what they add to its checkpoints."""
 
 
 from __future__ import annotations
@@ -6,38 +7,23 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fer_runtime.contract import CLASS_NAMES, EVENT_EPOCH, EVENT_ROUND
+from fer_runtime.contract import CLASS_NAMES, EVENT_ROUND
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
-from ..fixmatch import fixmatch_epoch
 from ..models import create_model
 from ..progress import Reporter
-from ..train import (
-    _write_json,
-    build_optimizer,
-    check_stop,
-    evaluate_loss_acc,
-    train_one_epoch,
-)
+from ..run_folder import write_json
+from ..epoch import EpochStats, build_optimizer, evaluate_loss_acc, train_one_epoch
+from ..train import EpochLoop
+from .fixmatch import fixmatch_epoch
 from .selection import PseudoLabelAudit, Selection, SemiData, select_confident, thresholds_for, training_set, unlabeled_probabilities
 from .settings import PSEUDO_LABEL_ARMS, SHARED_ROUND, ends_round, first_round, round_of
-
-
-@dataclass
-class ArmState:
-    history: list[dict] = field(default_factory=list)
-    rounds: list[dict] = field(default_factory=list)
-    selection: Selection = field(default_factory=Selection.empty)
-    best_acc: float = -1.0
-    best_epoch: int = 0
-    epoch: int = 0
 
 
 class EpochPaced:
@@ -68,136 +54,121 @@ class EpochPaced:
         self.inner.load_state_dict(state)
 
 
-def _restore(path: Path, model, optimizer, scheduler) -> ArmState:
-    ckpt = load_checkpoint(path)
-    model.load_state_dict(ckpt["state_dict"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None and ckpt.get("scheduler"):
-        scheduler.load_state_dict(ckpt["scheduler"])
-    selection = Selection.empty()
-    if "selection_index" in ckpt:
-        selection = Selection(ckpt["selection_index"].numpy(), ckpt["selection_label"].numpy(), list(ckpt["selection_thresholds"]))
-    return ArmState(list(ckpt["history"]), list(ckpt.get("rounds", [])), selection, ckpt["best_metric"], ckpt["best_epoch"], ckpt["epoch"])
-
-
-class ArmRun:
-    """Trains one arm for ``config.epochs`` epochs, checkpointing every epoch into ``run_dir/<arm>``."""
+class ArmLoop(EpochLoop):
+    """Trains one arm for ``config.epochs`` epochs, checkpointing every epoch into ``run_dir/<arm>``; after each round
+    (but the baseline's) it selects the unlabeled images the next round trains on."""
 
     def __init__(self, arm: str, data: SemiData, audit: PseudoLabelAudit, config: TrainConfig, run_dir: Path,
                  reporter: Reporter, share_first_round: bool = True):
-        self.arm, self.data, self.audit, self.config, self.reporter = arm, data, audit, config, reporter
-        self.dir = run_dir / arm
+        torch.manual_seed(config.weights_seed)  # the initial weights, the same for every arm
+        model = create_model(config.model, **config.model_kwargs).to(data.labeled_x.device)
+        labeled_steps = math.ceil(len(data.labeled_y) / config.batch_size)
+        optimizer, scheduler = build_optimizer(config, model, labeled_steps)
+        if scheduler is not None and arm in PSEUDO_LABEL_ARMS:  # the baseline's learning rate, epoch by epoch
+            scheduler = EpochPaced(scheduler, labeled_steps)
+        super().__init__(run_dir / arm, model, optimizer, scheduler, config, reporter)
+        self.arm, self.data, self.audit = arm, data, audit
+        self.event_fields = {"arm": arm, "rounds": config.semi_rounds}
         self.shared = run_dir / SHARED_ROUND
         # round 1 has no pseudo-labels: the same in every arm but FixMatch, whose steps differ (a learning-rate
         # schedule too: EpochPaced gives the pseudo-label arms the baseline's, step by step while none is admitted)
         self.share = share_first_round and arm != "fixmatch"
-        torch.manual_seed(config.weights_seed)  # the initial weights, the same for every arm
-        self.model = create_model(config.model, **config.model_kwargs).to(data.labeled_x.device)
-        labeled_steps = math.ceil(len(data.labeled_y) / config.batch_size)
-        self.optimizer, self.scheduler = build_optimizer(config, self.model, labeled_steps)
-        if self.scheduler is not None and arm in PSEUDO_LABEL_ARMS:  # the baseline's learning rate, epoch by epoch
-            self.scheduler = EpochPaced(self.scheduler, labeled_steps)
-        self.common = dict(model_name=config.model, model_kwargs=config.model_kwargs, config=config.to_dict())
-        self.state = ArmState()
+        self.rounds: list[dict] = []
+        self.selection = Selection.empty()
         self._unreported_round = False
 
-    @property
-    def complete(self) -> bool:
-        return self.state.epoch >= self.config.epochs
+    # -- the arm's part of the loop -------------------------------------------------------------------
 
-    def load(self) -> "ArmRun":
+    def train_epoch(self, epoch: int) -> tuple[EpochStats, dict]:
+        config, data = self.config, self.data
+        label = f"{self.arm} round {round_of(epoch, config)}"
+        if self.arm == "fixmatch":
+            stats = fixmatch_epoch(self.model, self.optimizer, self.scheduler, data.labeled_x, data.labeled_y, data.unlabeled_x,
+                                   config, epoch, self.reporter, label=label, total_epochs=config.epochs)
+            own = {"train_images": len(data.labeled_y), "steps": stats.steps, "unlabeled_loss": stats.unlabeled_loss,
+                   "mask_rate": stats.mask_rate}
+        else:
+            x, y = training_set(data, self.selection)
+            steps = math.ceil(len(y) / config.batch_size)
+            if isinstance(self.scheduler, EpochPaced):
+                self.scheduler.begin_epoch(steps)
+            stats = train_one_epoch(self.model, self.optimizer, self.scheduler, x, y, config, epoch, self.reporter, label=label,
+                                    total_epochs=config.epochs)
+            own = {"train_images": len(y), "steps": steps}
+        pseudo = len(self.selection) if self.arm in PSEUDO_LABEL_ARMS else 0
+        return stats, {"round": round_of(epoch, config), "pseudo_labeled": pseudo, **own}
+
+    def evaluate(self) -> tuple[float, float]:
+        return evaluate_loss_acc(self.model, self.data.val_x, self.data.val_y, bf16=self.config.bf16)
+
+    def end_epoch(self, epoch: int, is_best: bool) -> list[tuple[str, dict]]:
+        if self.share and epoch == first_round(self.config) and not (self.shared / "last.pt").exists():
+            self._share_first_round()
+        if not ends_round(epoch, self.config) or self.arm == "baseline":
+            return []
+        self._end_round(epoch)
+        return [(EVENT_ROUND, self.rounds[-1])]
+
+    def checkpoint_fields(self) -> dict:
+        s = self.selection
+        return {"semi_arm": self.arm, "rounds": self.rounds, "selection_index": torch.from_numpy(s.index),
+                "selection_label": torch.from_numpy(s.label), "selection_thresholds": list(s.thresholds)}
+
+    def restore(self, checkpoint: dict) -> dict:
+        super().restore(checkpoint)
+        self.rounds = list(checkpoint.get("rounds", []))
+        self.selection = Selection.empty()
+        if "selection_index" in checkpoint:
+            self.selection = Selection(checkpoint["selection_index"].numpy(), checkpoint["selection_label"].numpy(),
+                                       list(checkpoint["selection_thresholds"]))
+        return checkpoint
+
+    def write_records(self) -> None:
+        super().write_records()
+        write_json(self.folder / "rounds.json", self.rounds)
+
+    # -- resuming and sharing the first round -------------------------------------------------------------
+
+    def load(self) -> "ArmLoop":
         """Continue from this arm's ``last.pt``, or from the shared first round, or start afresh."""
-        if (self.dir / "last.pt").exists():
-            self.state = _restore(self.dir / "last.pt", self.model, self.optimizer, self.scheduler)
+        if (self.folder / "last.pt").exists():
+            self.restore(load_checkpoint(self.folder / "last.pt"))
         elif self.share and self.arm in PSEUDO_LABEL_ARMS and (self.shared / "last.pt").exists():
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.state = _restore(self.shared / "last.pt", self.model, self.optimizer, self.scheduler)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.restore(load_checkpoint(self.shared / "last.pt"))
             self.state.history = [dict(h, shared=True) for h in self.state.history]
-            shutil.copyfile(self.shared / "best.pt", self.dir / "best.pt")
+            shutil.copyfile(self.shared / "best.pt", self.folder / "best.pt")
             self._end_round(self.state.epoch)  # the first round's selection, with this arm's rule
-            self._save_last()
+            self.save(self.folder / "last.pt")
+            self.write_records()
             self._unreported_round = True
         else:
-            self.dir.mkdir(parents=True, exist_ok=True)
+            self.folder.mkdir(parents=True, exist_ok=True)
         return self
 
     def run(self, epochs_after: int = 0) -> None:
-        """The remaining epochs; ``epochs_after`` (of arms still to come) only feeds the time estimate."""
-        config, data, state = self.config, self.data, self.state
-        total = config.epochs
         if self._unreported_round:
-            self.reporter.emit(EVENT_ROUND, **state.rounds[-1])
+            self.reporter.emit(EVENT_ROUND, **self.rounds[-1])
             self._unreported_round = False
-        for epoch in range(state.epoch + 1, total + 1):
-            round_no = round_of(epoch, config)
-            t0 = time.perf_counter()
-            extra = {}
-            if self.arm == "fixmatch":
-                stats = fixmatch_epoch(self.model, self.optimizer, self.scheduler, data.labeled_x, data.labeled_y, data.unlabeled_x,
-                                       config, epoch, self.reporter, label=f"{self.arm} round {round_no}", total_epochs=total)
-                images, steps = len(data.labeled_y), stats.steps
-                extra = {"unlabeled_loss": stats.unlabeled_loss, "mask_rate": stats.mask_rate}
-            else:
-                x, y = training_set(data, state.selection)
-                if isinstance(self.scheduler, EpochPaced):
-                    self.scheduler.begin_epoch(math.ceil(len(y) / config.batch_size))
-                stats = train_one_epoch(self.model, self.optimizer, self.scheduler, x, y, config, epoch, self.reporter,
-                                        label=f"{self.arm} round {round_no}", total_epochs=total)
-                images, steps = len(y), math.ceil(len(y) / config.batch_size)
-            val_loss, val_acc = evaluate_loss_acc(self.model, data.val_x, data.val_y, bf16=config.bf16)
-            seconds = time.perf_counter() - t0
-            is_best = val_acc > state.best_acc
-            if is_best:
-                state.best_acc, state.best_epoch = val_acc, epoch
-            record = {"epoch": epoch, "round": round_no, "train_loss": stats.loss, "train_acc": stats.acc, "val_loss": val_loss,
-                      "val_acc": val_acc, "lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds, "images_per_s": stats.images_per_s,
-                      "train_images": images, "pseudo_labeled": len(state.selection) if self.arm in PSEUDO_LABEL_ARMS else 0, "steps": steps, **extra}
-            state.history.append(record)
-            state.epoch = epoch
-            if is_best:
-                save_checkpoint(self.dir / "best.pt", **self._state_fields())
-            if self.share and epoch == first_round(config) and not (self.shared / "last.pt").exists():
-                self._share_first_round()
-            ended = ends_round(epoch, config) and self.arm != "baseline"
-            if ended:
-                self._end_round(epoch)
-            self._save_last()
-            eta = (total - epoch + epochs_after) * seconds
-            self.reporter.emit(EVENT_EPOCH, arm=self.arm, epochs=total, rounds=config.semi_rounds, best=is_best, eta_s=round(eta, 1), **record)
-            if ended:
-                self.reporter.emit(EVENT_ROUND, **state.rounds[-1])
-            check_stop()  # a stop asked for during the evaluation or the selection: the epoch is saved
-
-    def _state_fields(self) -> dict:
-        s = self.state
-        return dict(self.common, model=self.model, epoch=s.epoch, best_metric=s.best_acc, best_epoch=s.best_epoch, history=s.history)
-
-    def _save_last(self) -> None:
-        s = self.state
-        extra = {"semi_arm": self.arm, "rounds": s.rounds, "selection_index": torch.from_numpy(s.selection.index),
-                 "selection_label": torch.from_numpy(s.selection.label), "selection_thresholds": list(s.selection.thresholds)}
-        save_checkpoint(self.dir / "last.pt", optimizer=self.optimizer, scheduler=self.scheduler, extra=extra, **self._state_fields())
-        _write_json(self.dir / "history.json", s.history)
-        _write_json(self.dir / "rounds.json", s.rounds)
+        super().run(epochs_after)
 
     def _share_first_round(self) -> None:
         """Keep the end of round 1 (no pseudo-labels yet: the same in every pseudo-label arm) for the others."""
         self.shared.mkdir(exist_ok=True)
-        shutil.copyfile(self.dir / "best.pt", self.shared / "best.pt")
-        save_checkpoint(self.shared / "last.pt", optimizer=self.optimizer, scheduler=self.scheduler, extra={"shared_by": self.arm},
-                        **self._state_fields())
+        shutil.copyfile(self.folder / "best.pt", self.shared / "best.pt")
+        self.save(self.shared / "last.pt", fields={"shared_by": self.arm})  # no selection of this arm's
 
     def _end_round(self, epoch: int) -> None:
         """Predict the unlabeled images, select afresh, then (only then) grade the selection."""
-        config, state = self.config, self.state
+        config = self.config
         t0 = time.perf_counter()
         probs = unlabeled_probabilities(self.model, self.data.unlabeled_x, config)
         new = select_confident(probs, thresholds_for(self.arm, probs, config))
         seconds = time.perf_counter() - t0
         grade = self.audit.grade(new)  # after the selection is fixed: logged, never fed back
-        previous = state.selection.index
+        previous = self.selection.index
         round_no = round_of(epoch, config)
-        last = state.history[-1]
+        last = self.state.history[-1]
         record = {
             "arm": self.arm, "round": round_no, "rounds": config.semi_rounds, "epoch": epoch,
             "val_loss": last["val_loss"], "val_acc": last["val_acc"],
@@ -214,5 +185,5 @@ class ArmRun:
         }
         if self.arm == "fixmatch":
             record["note"] = "FixMatch selects per batch on the weak view; these counts are for the unaugmented images"
-        state.selection = new
-        state.rounds.append(record)
+        self.selection = new
+        self.rounds.append(record)

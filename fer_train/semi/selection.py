@@ -16,10 +16,8 @@ from fer_runtime.metrics import softmax
 from fer_runtime.splits import Splits, stratified_holdout
 
 from ..config import TrainConfig
-from ..train import (
-    as_tensors,
-    predict_logits,
-)
+from ..devices import as_tensors
+from ..epoch import predict_logits
 from .settings import LABELED_SEED_OFFSET
 
 

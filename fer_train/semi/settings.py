@@ -7,11 +7,10 @@ import dataclasses
 from pathlib import Path
 
 from fer_runtime.contract import CLASS_NAMES, NUM_CLASSES
+from fer_runtime.recipes import threshold_problem
 
 from ..config import TrainConfig
-from ..train import (
-    new_run_dir,
-)
+from ..run_folder import new_run_dir
 
 ARMS = ("baseline", "self-training", "per-class", "fixmatch")  # the order they run in
 PSEUDO_LABEL_ARMS = ("self-training", "per-class")
@@ -37,8 +36,8 @@ def parse_class_thresholds(value) -> str | list[float]:
 def semi_config(config: TrainConfig) -> TrainConfig:
     """The config checked, with ``epochs`` = rounds × epochs per round (the budget of every arm)."""
     problems = []
-    if not 0.0 <= config.semi_threshold < 1.0:
-        problems.append(f"--threshold must lie in [0, 1), got {config.semi_threshold}")
+    if threshold_problem(config.semi_threshold):
+        problems.append(threshold_problem(config.semi_threshold))
     if not 0.0 < config.semi_labeled_fraction < 1.0:
         problems.append(f"--labeled-fraction must lie strictly between 0 and 1, got {config.semi_labeled_fraction}")
     if config.semi_rounds < 1 or config.semi_epochs_per_round < 1:

@@ -1,14 +1,16 @@
 """Confusion: the active model's confusion matrix on the split, accuracy, per-class precision, recall and F1.
 
-Rows are the true classes, columns the predicted ones; each cell shows the share of its row and the count.
-Selecting a cell (Enter, or a second click) opens Browse filtered to exactly those faces.
+Rows are the true classes, columns the predicted ones; each cell shows the share of its row and, when the
+view is wide enough, the count (the highlighted cell's count is always said below the table). Each row ends
+with its total, the class's recall and F1; the last row is each predicted class's precision. At the
+documented minimum size (80×24) the class names are abbreviated and the cells hold the share alone, so that
+every column and the totals stay on screen. Selecting a cell (Enter, or a second click) opens Browse filtered
+to exactly those faces.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from rich.console import Group
-from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,6 +22,33 @@ from ..messages import BrowseCell
 from ..state import Context
 from .base import View
 from .readout import Readout
+
+
+def abbreviations(names, width: int) -> list[str]:
+    """The shortest prefixes of ``names``, at least three characters and at most ``width``, that tell them apart
+    (FER2013's: Ang, Dis, Fea, Hap, Sad, Sur, Neu); where ``width`` is too short for that, ``width`` characters."""
+    for size in range(min(3, width), width + 1):
+        short = [name[:size] for name in names]
+        if len(set(short)) == len(short):
+            return short
+    return [name[:width] for name in names]
+
+
+# (name width, cell width, with counts) from the widest layout down; the first that fits the view is used
+LAYOUTS = ((10, 10, True), (8, 9, True), (3, 4, False))
+EXTRA_COLUMNS = (("total", 6), ("recall", 6), ("F1", 5))
+CELL_PADDING = 1  # DataTable's, each side
+
+
+def table_width(layout: tuple[int, int, bool], classes: int) -> int:
+    """Columns a layout takes: the row labels, the class cells and the extra columns, each with its padding."""
+    name, cell, _ = layout
+    label = max(name, len("precision"))
+    return label + 2 * CELL_PADDING + classes * (cell + 2 * CELL_PADDING) + sum(w + 2 * CELL_PADDING for _, w in EXTRA_COLUMNS)
+
+
+def choose_layout(width: int, classes: int) -> tuple[int, int, bool]:
+    return next((layout for layout in LAYOUTS if table_width(layout, classes) <= width), LAYOUTS[-1])
 
 
 def cell_style(share: float, diagonal: bool) -> str:
@@ -82,31 +111,35 @@ class ConfusionView(View):
         correct = int(np.trace(np.array(report.confusion)))
         heading = Text(no_wrap=True, overflow="ellipsis")
         heading.append(f"{ctx.model.name}", "bold")
-        heading.append(f" on {ctx.split_name} ({report.count:,} faces{', demo faces' if ctx.dataset and ctx.dataset.demo else ''}): ")
+        heading.append(f" on {ctx.split_name} ({report.count:,} {'demo ' if ctx.dataset and ctx.dataset.demo else ''}faces): ")
         heading.append(f"accuracy {report.accuracy:.2%}", "bold")
         heading.append(f" ({correct:,}/{report.count:,})  macro F1 {np.mean(report.f1):.3f}")
         title.update(heading)
 
         confusion = np.array(report.confusion)
         shares = row_normalise(confusion)
-        for name in names:  # fixed widths: the table never waits to measure itself
-            table.add_column(Text(name[:10], justify="right"), width=10)
-        table.add_column(Text("total", justify="right"), width=6)
-        for i, name in enumerate(names):
-            cells = [Text(f"{shares[i, j]:>4.0%} {confusion[i, j]:>5,}", style=cell_style(shares[i, j], i == j), justify="right")
-                     for j in range(len(names))]
-            cells.append(Text(f"{confusion[i].sum():>6,}", style="dim", justify="right"))
-            table.add_row(*cells, label=Text(name[:10], style="bold"), key=str(i))
+        name_width, cell_width, counts = choose_layout((self.size.width or self.app.size.width) - 4, len(names))  # the table's border and scroll bar
+        short = [name[:name_width] for name in names] if counts else abbreviations(names, name_width)
+        for name in short:  # fixed widths: the table never waits to measure itself
+            table.add_column(Text(name, justify="right"), width=cell_width)
+        for column, width in EXTRA_COLUMNS:
+            table.add_column(Text(column, justify="right"), width=width)
+        def cell(i: int, j: int) -> Text:
+            text = f"{shares[i, j]:>4.0%} {confusion[i, j]:>{cell_width - 5},}" if counts else f"{shares[i, j]:>4.0%}"
+            return Text(text, style=cell_style(shares[i, j], i == j), justify="right")
 
-        summary = Table(box=None, pad_edge=False, padding=(0, 2), header_style="bold")
-        for column in ("class", "precision", "recall", "F1", "support"):
-            summary.add_column(column, justify="left" if column == "class" else "right")
-        for i, name in enumerate(names):
-            summary.add_row(name, f"{report.precision[i]:.3f}", f"{report.recall[i]:.3f}", f"{report.f1[i]:.3f}", f"{report.support[i]:,}")
+        for i, name in enumerate(short):
+            cells = [cell(i, j) for j in range(len(names))]
+            cells += [Text(f"{confusion[i].sum():,}", style="dim", justify="right"),
+                      Text(f"{report.recall[i]:.3f}", justify="right"), Text(f"{report.f1[i]:.3f}", justify="right")]
+            table.add_row(*cells, label=Text(name, style="bold"), key=str(i))
+        table.add_row(*[Text(f"{p:.2f}", style="dim", justify="right") for p in report.precision], Text(""), Text(""), Text(""),
+                      label=Text("precision", style="bold"), key="precision")
+
         confused = most_confused(confusion, names, top=3)
         lines = Text("most confused: ", style="bold")
         lines.append(",  ".join(f"{t} → {p} {share:.0%} ({count:,})" for t, p, share, count in confused) or "none")
-        report_view.update(Group(summary, Text(""), lines))
+        report_view.update(lines)
 
     def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
         event.stop()
@@ -115,7 +148,7 @@ class ConfusionView(View):
             return
         i, j = event.coordinate.row, event.coordinate.column
         names = predictions.class_names
-        if j >= len(names):
+        if i >= len(names) or j >= len(names):
             self.query_one("#confusion-cell", Readout).update("")
             return
         count = int(((predictions.labels == i) & (predictions.predicted == j)).sum())
@@ -134,7 +167,8 @@ class ConfusionView(View):
 
     def _open(self, row: int, column: int) -> None:
         predictions = self.context.predictions
-        if predictions is None or not predictions.labelled or column >= len(predictions.class_names):
+        names = [] if predictions is None else predictions.class_names
+        if predictions is None or not predictions.labelled or row >= len(names) or column >= len(names):
             return
         self.post_message(BrowseCell(row, column))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +16,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual.worker import get_current_worker
 
-from fer_runtime.contract import (META_ARCHITECTURE, META_CLASS_NAMES, META_CONFIG, META_EXTRA, META_INPUT, META_METRICS, META_PARAMETERS,
-                                  META_VERSION, METRIC_ACCURACY, METRICS_TEST, METRICS_VAL)
+from fer_runtime.contract import (META_ARCHITECTURE, META_CLASS_NAMES, META_CONFIG, META_EXTRA, META_FP32_TEST_ACCURACY, META_INPUT,
+                                  META_METRICS, META_PARAMETERS, META_VARIANT, META_VARIANT_TEST_ACCURACY, META_VERSION, METRIC_ACCURACY,
+                                  METRICS_TEST, METRICS_VAL)
 
 from ..catalog import ModelEntry
 from ..messages import ActivateModel
@@ -54,8 +54,43 @@ def _display_path(path: Path) -> str:
         return str(path)
 
 
+def _readable(value, depth: int = 0) -> str:
+    """A metadata value in words: accuracies as percentages, records as ``key value`` pairs, lists joined."""
+    if isinstance(value, dict):
+        if METRIC_ACCURACY in value and isinstance(value[METRIC_ACCURACY], (int, float)):
+            count = value.get("count")
+            return f"{value[METRIC_ACCURACY]:.1%}" + (f" on {count:,} faces" if isinstance(count, int) else "")
+        parts = [f"{key} {_readable(item, depth + 1)}" for key, item in value.items() if key != "predictions"]
+        return ("; " if depth == 0 else ", ").join(parts) if depth < 2 else "…"
+    if isinstance(value, list):
+        return ", ".join(_readable(item, depth + 1) for item in value)
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def metadata_table(entry: ModelEntry) -> Table:
+    """What the exporter and ``fer-train optimize`` recorded beyond the basics, one row a key, in words (never JSON)."""
+    meta = entry.metadata
+    table = Table(box=None, show_header=False, padding=(0, 1), expand=True)
+    table.add_column("key", style="dim", no_wrap=True)
+    table.add_column("value", overflow="fold", ratio=1)
+    if META_VARIANT in meta and isinstance(meta.get(META_FP32_TEST_ACCURACY), (int, float)):
+        table.add_row("variant", f"{meta[META_VARIANT]}: PublicTest {meta.get(META_VARIANT_TEST_ACCURACY, 0):.1%} against "
+                                 f"{meta[META_FP32_TEST_ACCURACY]:.1%} in float32 (the accuracy gate)")
+    shown = (META_CLASS_NAMES, META_ARCHITECTURE, META_PARAMETERS, META_METRICS, META_CONFIG, META_EXTRA, META_VERSION, META_INPUT,
+             META_VARIANT, META_VARIANT_TEST_ACCURACY, META_FP32_TEST_ACCURACY)
+    for key, value in meta.items():
+        if key not in shown:
+            text = _readable(value)
+            table.add_row(key.replace("_", " "), text if len(text) <= 400 else text[:399] + "…")
+    return table
+
+
 def describe_model(entry: ModelEntry) -> Group:
-    """The metadata of one model, for people."""
+    """The metadata of one model, for people: a summary, then the rest as a table."""
     text = Text()
     text.append(f"{entry.name}\n", "bold")
     text.append(f"{_display_path(entry.path)}  {_size(entry.size_bytes)}\n", "dim")
@@ -92,11 +127,7 @@ def describe_model(entry: ModelEntry) -> Group:
         text.append("training: " + ", ".join(p for p in parts if p) + "\n")
     if META_VERSION in meta:
         text.append(f"fer {meta[META_VERSION]}\n", "dim")
-    other = {k: v for k, v in meta.items() if k not in (META_CLASS_NAMES, META_ARCHITECTURE, META_PARAMETERS, META_METRICS, META_CONFIG,
-                                                         META_EXTRA, META_VERSION, META_INPUT)}
-    for key, value in other.items():
-        text.append(f"{key}: {json.dumps(value) if not isinstance(value, str) else value}"[:200] + "\n", "dim")
-    return Group(text)
+    return Group(text, metadata_table(entry))
 
 
 def compare_table(first: Predictions, second: Predictions, first_name: str, second_name: str, split: str) -> Table:

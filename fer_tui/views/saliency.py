@@ -1,14 +1,17 @@
-"""Saliency: where the model looks for a class, as a heat map beside the face, and the face masked to it.
+"""Saliency: where the model looks for a class, as a colour map over the dimmed face, and the face masked to it.
 
-The maps, their normalisation and the mask all come from :mod:`fer_runtime.explain` (``Explainer.face_saliency``,
-``masked_image``), the same code as the explain command's figures; this module only asks and draws.
+The maps, their normalisation, the rendering and the mask all come from :mod:`fer_runtime.explain`
+(``Explainer.face_saliency``, ``heat_over_face``, ``masked_image``), the same code as the explain command's
+figures; this module only asks and draws. It says which method made the map and how faithful the map is on this
+face (deletion and insertion areas against random pixels, :func:`fer_runtime.explain.face_faithfulness`), which
+comes a moment after the map: the map is shown as soon as it is ready.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from rich.text import Text
@@ -21,10 +24,10 @@ from textual.widgets import Label, Select
 from textual.worker import get_current_worker
 
 from fer_runtime.contract import CLASS_NAMES
-from fer_runtime.explain import FACE_METHODS, ExplainError, Explainer, FaceSaliency, masked_image
+from fer_runtime.explain import DEFAULT_METHOD, FACE_METHODS, ExplainError, Explainer, FaceSaliency, face_faithfulness, masked_image
 
 from ..messages import StepFace
-from ..render import HEAT_LUT, RAMP, overlay
+from ..render import legend_text, saliency_picture
 from ..state import Context
 from .base import View
 from .face import Picture
@@ -58,7 +61,7 @@ class SaliencyView(View, can_focus=True):
     summary = "where the model looks: heat map for the predicted (or any) class, and the face masked to it"
     keys_help = (("← →", "the class to explain: predicted, then each class"),
                  ("↑ ↓", "previous / next face of Browse's list"),
-                 ("g", "method: auto (gradient if possible), gradient, occlusion, smoothgrad"),
+                 ("g", f"method: auto = {DEFAULT_METHOD}; " + ", ".join(m for m in FACE_METHODS[1:] if m != DEFAULT_METHOD)),
                  ("+ -", "show more / less of the face in the mask"))
 
     BINDINGS = [
@@ -89,12 +92,12 @@ class SaliencyView(View, can_focus=True):
             yield Picture("saliency", id="saliency-heat")
             yield Picture("most salient", id="saliency-masked")
         yield Readout(id="saliency-legend")
+        yield Readout(id="saliency-status")
         with Horizontal(id="saliency-controls"):
             yield Label("class")
             yield Select(self._class_options(CLASS_NAMES), value=PREDICTED, allow_blank=False, id="saliency-class")
             yield Label("method")
             yield Select([(m, m) for m in FACE_METHODS], value="auto", allow_blank=False, id="saliency-method")
-        yield Readout(id="saliency-status")
 
     @staticmethod
     def _class_options(names) -> list[tuple[str, int]]:
@@ -158,16 +161,21 @@ class SaliencyView(View, can_focus=True):
             explainer = self._explainers[request.model_key] = Explainer(classifier.path)
         try:
             result = explainer.face_saliency(image, request.class_index, request.method, logits_fn=classifier.predict_logits,
-                                             clock=getattr(self.app, "clock", time.perf_counter))
+                                             clock=getattr(self.app, "clock", time.perf_counter), faithfulness=False)
+            if worker.is_cancelled:
+                return
+            self.post_message(SaliencyReady(request, result))  # the map first; its scores a moment later
+            score = face_faithfulness(classifier.predict_logits, image, result.values, result.class_index)
         except (ExplainError, ValueError, RuntimeError) as exc:  # onnxruntime raises RuntimeError subclasses
             self.post_message(SaliencyReady(request, None, str(exc)))
             return
         if not worker.is_cancelled:
-            self.post_message(SaliencyReady(request, result))
+            self.post_message(SaliencyReady(request, replace(result, faithfulness=score)))
 
     def on_saliency_ready(self, message: SaliencyReady) -> None:
         message.stop()
-        if message.request == self._pending:
+        final = message.result is None or message.result.faithfulness is not None  # a map comes once more, with its scores
+        if final and message.request == self._pending:
             self._pending = None
         if message.result is None:
             self.query_one("#saliency-status", Readout).update(Text(message.error or "saliency failed", style="bold red"))
@@ -175,9 +183,10 @@ class SaliencyView(View, can_focus=True):
                 for picture_id in ("#saliency-heat", "#saliency-masked"):
                     self.query_one(picture_id, Picture).show(None, "no map")
             return
-        self._results[message.request] = message.result
-        while len(self._results) > 64:
-            self._results.popitem(last=False)
+        if final:
+            self._results[message.request] = message.result
+            while len(self._results) > 64:
+                self._results.popitem(last=False)
         if message.request == self._request():
             self._show(message.request, message.result)
 
@@ -187,10 +196,9 @@ class SaliencyView(View, can_focus=True):
         ctx = self.context
         image = ctx.image
         names = ctx.class_names
-        plain = ctx.plain
         heat = self.query_one("#saliency-heat", Picture)
         heat.border_title = f"saliency for {names[result.class_index]}"
-        heat.show((result.values * 255).astype(np.uint8) if plain else overlay(image, result.values))
+        heat.show(saliency_picture(image, result.values, ctx.plain))
         masked = self.query_one("#saliency-masked", Picture)
         masked.border_title = f"most salient {self.keep:.0%}"
         masked.show(masked_image(image, result.values, hide=1 - self.keep))
@@ -203,22 +211,35 @@ class SaliencyView(View, can_focus=True):
         title.append(f"true {names[label] if label is not None and 0 <= label < len(names) else '?'}  ")
         title.append(f"predicted {names[predicted]} {result.probs[predicted]:.1%}",
                      "green" if label == predicted else "red" if label is not None and label >= 0 else "")
-        title.append(f"  ·  explaining {names[result.class_index]} ({result.probs[result.class_index]:.1%})", "bold")
+        if result.class_index == predicted:
+            title.append("  ·  explaining it", "bold")
+        else:
+            title.append(f"  ·  explaining {names[result.class_index]} ({result.probs[result.class_index]:.1%})", "bold")
         self.query_one("#saliency-title", Readout).update(title)
         self._update_legend(result)
-        status = Text(f"{result.method}: {result.detail} in {result.seconds * 1000:.0f} ms", style="dim")
-        self.query_one("#saliency-status", Readout).update(status)
+        self.query_one("#saliency-status", Readout).update(self._faithfulness_line(result))
+
+    @staticmethod
+    def _faithfulness_line(result: FaceSaliency) -> Text:
+        """How faithful the map is on this face: its deletion area (lower is better) and insertion area (higher is
+        better), each beside a random order of the pixels', and the score that sums both gains over random."""
+        line = Text(no_wrap=True, overflow="ellipsis")
+        score = result.faithfulness
+        if score is None:
+            line.append("faithfulness: measuring…", "dim")
+            return line
+        style = "bold green" if score.score > 0.1 else "bold yellow" if score.score > 0 else "bold red"
+        line.append(f"faithfulness {score.score:+.2f}", style)
+        line.append(f": deletion {score.deletion:.2f} vs {score.random_deletion:.2f} random · "
+                    f"insertion {score.insertion:.2f} vs {score.random_insertion:.2f}")
+        return line
 
     def _update_legend(self, result: FaceSaliency | None) -> None:
-        legend = Text(no_wrap=True)
+        legend = Text(no_wrap=True, overflow="ellipsis")
         if result is not None:
-            legend.append("less important ")
-            if self.context.plain:
-                legend.append(RAMP.replace(" ", "·"))
-            else:
-                for level in np.linspace(0, 255, 24).astype(int):
-                    legend.append("█", f"rgb({HEAT_LUT[level][0]},{HEAT_LUT[level][1]},{HEAT_LUT[level][2]})")
-            legend.append(" more important")
+            legend = legend_text(12, self.context.plain, "weak ", " strong  ")
+            legend.append(result.method, "bold")
+            legend.append(f"  {result.forward_passes} passes, {result.seconds * 1000:.0f} ms  ·  {result.detail.split(';')[0]}", "dim")
         self.query_one("#saliency-legend", Readout).update(legend)
 
     # -- controls ----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from fer_runtime.contract import EVENT_ERROR, EVENT_KEY, EVENT_MESSAGE
 from ..charts import chart_text
 from ..messages import ModelExported
 from ..state import Context
-from ..training import (DEFAULT_THRESHOLD, MODEL_CHOICES, OPTIMIZER_CHOICES, JobState, TrainingProcess, TrainRequest,
+from ..training import (DEFAULT_EPOCHS, DEFAULT_OPTIMIZER, DEFAULT_THRESHOLD, MODEL_CHOICES, OPTIMIZER_CHOICES, JobState, TrainingProcess, TrainRequest,
                         format_seconds, parse_event)
 from .base import View
 from .readout import Readout
@@ -103,9 +103,9 @@ class TrainView(View):
             yield Label("model")
             yield Select([(m, m) for m in MODEL_CHOICES], value=MODEL_CHOICES[0], allow_blank=False, id="train-model")
             yield Label("epochs")
-            yield Input("10", type="integer", id="train-epochs")
+            yield Input(str(DEFAULT_EPOCHS), type="integer", id="train-epochs")
             yield Label("optimizer")
-            yield Select([(o, o) for o in OPTIMIZER_CHOICES], value=OPTIMIZER_CHOICES[0], allow_blank=False, id="train-optimizer")
+            yield Select([(o, o) for o in OPTIMIZER_CHOICES], value=DEFAULT_OPTIMIZER, allow_blank=False, id="train-optimizer")
             yield Checkbox("semi-supervised", id="train-semi")
             yield Label("threshold")
             yield Input(f"{DEFAULT_THRESHOLD}", type="number", id="train-threshold")

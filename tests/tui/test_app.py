@@ -185,11 +185,15 @@ async def test_saliency_gradient_occlusion_classes_and_mask(template_dir):
         view = app.query_one(SaliencyView)
         assert app.query_one("#tabs").active == "saliency" and view.has_focus
         text = screen_text(app)
-        assert "face 1 of val" in text and "gradient: |d logit / d pixel| from template.grad.onnx" in text
+        assert "face 1 of val" in text and "strong  occlusion  51 passes" in text  # auto: the default
         assert "saliency for Surprise" in text and "most salient 25%" in text
-        await pilot.press("g", "g")  # auto → gradient → occlusion
+        assert await wait_until(pilot, lambda: "faithfulness " in screen_text(app) and "deletion " in screen_text(app))
+        await pilot.press("g", "g")  # auto → occlusion → gradcam, which the template has no graph for
         await settle(pilot)
-        assert "occlusion: 121 patches of 8×8 px, stride 4; 122 forward passes" in screen_text(app)
+        assert "no Grad-CAM graph template.gradcam.onnx beside template.onnx" in screen_text(app)
+        await pilot.press("g", "g", "g")  # → gradcam-middle → smoothgrad → gradient
+        await settle(pilot)
+        assert "strong  gradient  2 passes" in screen_text(app) and "|d logit / d pixel|, blurred σ 1.5 px" in screen_text(app)
         await pilot.press("right")  # explain Angry instead of the predicted class
         await settle(pilot)
         assert "saliency for Angry" in screen_text(app) and "explaining Angry" in screen_text(app)

@@ -116,7 +116,7 @@ async def test_browse_shows_the_face_its_photo_and_the_photos_left_out(photo_fol
         assert app.context.split_name == PHOTO_SPLIT and len(app.context.split) == 1
         assert app.context.selected == 0
         text = screen_text(app)
-        assert "astronaut.png #1 of 1" in text and "box x " in text and "of 512×512" in text
+        assert "astronaut.png #1 of 1" in text and "box x " in text and "512×512" in text  # CenterFace: "88×120 of", wrapped
         assert "╭─ astronaut.png" in text  # the photo's pane, titled with its file
         assert "no face in 1: gray.png" in text and "broken.jpg" in text  # the data notes line
         assert "unlabelled" in text

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from fer_runtime.classifier import load_classifier
-from fer_runtime.explain import ExplainError, Explainer, masked_image, normalise_map, occlusion, occlusion_batch
+from fer_runtime.explain import (DEFAULT_METHOD, FACE_METHODS, ExplainError, Explainer, gaussian_blur, masked_image, normalise_map, occlusion,
+                                 occlusion_batch)
 from fer_runtime.metrics import softmax
 from fer_tui.catalog import load_entry
 from fer_tui.data import demo_dataset
@@ -112,15 +113,15 @@ def test_occlusion_finds_the_pixels_a_model_looks_at(tmp_path):
     face[:8, :8] = 250
     calls = []
     explainer = Explainer(tmp_path / "none.onnx")  # no graphs at all: occlusion needs the model's logits only
-    result = explainer.face_saliency(face, class_index=1, logits_fn=lambda b: (calls.append(len(b)), predict(b))[1])
-    assert calls == [122]  # every occluded copy and the whole face in one run
-    assert result.method == "occlusion" and result.forward_passes == 122 and result.class_index == 1
-    assert result.detail == "121 patches of 8×8 px, stride 4; 122 forward passes"
+    result = explainer.face_saliency(face, class_index=1, logits_fn=lambda b: (calls.append(len(b)), predict(b))[1], faithfulness=False)
+    assert calls == [1, 50]  # the face's probabilities, then every occluded copy and the whole face in one run
+    assert result.method == "occlusion" and result.forward_passes == 51 and result.class_index == 1
+    assert result.detail == "probability drop under a 12×12 px patch of the face's mean grey, stride 6; 51 passes"
     assert np.allclose(result.probs, softmax(predict(face[None].astype(np.float32)))[0])
-    assert result.values.max() == 1.0 and result.values[:4, :4].min() == 1.0
+    assert result.values.max() == 1.0 and result.values[:6, :6].min() == 1.0
     assert result.values[24:, 24:].max() == 0.0
     # the same numbers as the explain command's occlusion, only clipped at zero and normalised
-    raw = occlusion(predict, face, np.array([1]))[0]
+    raw = occlusion(predict, face, np.array([1]), patch=12, stride=6)[0]
     assert np.allclose(result.values, normalise_map(np.clip(raw, 0, None)))
 
 
@@ -128,36 +129,43 @@ def test_gradient_saliency_is_the_graphs_gradient_normalised_once(template):
     _, weights = template_weights()
     face = demo_dataset().splits["val"].images[3]
     explainer = Explainer(template.path)
-    result = explainer.face_saliency(face, class_index=2, logits_fn=template.classifier.predict_logits)
-    expected = normalise_map(weights[:, 2].reshape(48, 48))  # |gradient| over its 99th percentile, clipped to 1
+    result = explainer.face_saliency(face, class_index=2, method="gradient", logits_fn=template.classifier.predict_logits)
+    # |gradient| blurred by the method's 1.5 px, over its 99th percentile, clipped to 1
+    expected = normalise_map(gaussian_blur(np.abs(weights[:, 2].reshape(48, 48)), 1.5))
     assert result.method == "gradient" and result.forward_passes == 2 and result.class_index == 2
     assert np.allclose(result.values, expected, atol=1e-6)
-    assert result.detail.startswith("|d logit / d pixel| from t.grad.onnx")
-    predicted = explainer.face_saliency(face)
+    assert result.detail == "|d logit / d pixel|, blurred σ 1.5 px; 2 passes"
+    predicted = explainer.face_saliency(face, method="gradient")
     direct = template.classifier.predict_logits(face[None])[0]
     assert predicted.class_index == int(direct.argmax()) and np.allclose(predicted.probs, softmax(direct[None])[0], atol=1e-6)
-    smooth = explainer.face_saliency(face, method="smoothgrad")
+    smooth = explainer.face_saliency(face, class_index=predicted.class_index, method="smoothgrad")
     assert smooth.method == "smoothgrad" and smooth.forward_passes == 26
-    assert np.allclose(smooth.values, predicted.values, atol=1e-5)  # a linear model's gradient is the same everywhere
+    # a linear model's gradient is the same everywhere: SmoothGrad is the gradient, blurred by its own 1 px
+    assert np.allclose(smooth.values, normalise_map(gaussian_blur(np.abs(weights[:, smooth.class_index].reshape(48, 48)), 1.0)), atol=1e-5)
+    score = result.faithfulness
+    assert score is not None and 0 <= score.deletion <= 1 and 0 <= score.insertion <= 1
 
 
-def test_auto_prefers_the_gradient_graph_and_falls_back_to_occlusion(template, tmp_path):
+def test_auto_is_the_default_and_methods_that_need_a_missing_graph_say_so(template, tmp_path):
     face = demo_dataset().splits["val"].images[0]
     explainer = Explainer(template.path)
-    assert explainer.face_saliency(face).method == "gradient"
-    assert explainer.face_saliency(face, method="occlusion").method == "occlusion"
+    assert explainer.face_saliency(face, faithfulness=False).method == DEFAULT_METHOD == "occlusion"  # chosen by measurement
+    assert explainer.face_saliency(face, method="gradient", faithfulness=False).method == "gradient"
+    with pytest.raises(ExplainError, match="no Grad-CAM graph t.gradcam.onnx beside t.onnx"):
+        explainer.face_saliency(face, method="gradcam")
     bare = Explainer(template_model(tmp_path / "bare.onnx"))
-    assert bare.face_saliency(face).method == "occlusion"
+    assert bare.face_saliency(face, faithfulness=False).method == "occlusion"
     with pytest.raises(ExplainError, match="no gradient graph bare.grad.onnx beside bare.onnx"):
         bare.face_saliency(face, method="gradient")
     (tmp_path / "broken.grad.onnx").write_text("not onnx")
     broken = Explainer(template_model(tmp_path / "broken.onnx"))
-    assert broken.face_saliency(face).method == "occlusion"
     assert "broken.grad.onnx: not a loadable ONNX graph" in broken.gradient_problem
+    with pytest.raises(ExplainError, match="not a loadable ONNX graph"):
+        broken.face_saliency(face, method="smoothgrad")
     wrong_output_model(tmp_path / "odd.grad.onnx")  # loads, but has no class_index input nor gradient output
     odd = Explainer(template_model(tmp_path / "odd.onnx"))
-    assert odd.face_saliency(face).method == "occlusion" and "expected inputs ['class_index', 'image']" in odd.gradient_problem
-    with pytest.raises(ValueError, match="method must be one of auto, gradient, occlusion, smoothgrad"):
+    assert "expected inputs ['class_index', 'image']" in odd.gradient_problem
+    with pytest.raises(ValueError, match="method must be one of " + ", ".join(FACE_METHODS)):
         explainer.face_saliency(face, method="lime")
 
 

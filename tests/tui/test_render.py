@@ -7,7 +7,7 @@ import pytest
 
 from fer_tui.charts import BRAILLE_BASE, chart_text, line_chart
 from fer_tui.render import (HEAT_LUT, RAMP, UPPER_HALF, bar, fit, half_block_cells, half_block_text, heat_to_rgb, image_text,
-                            overlay, plain_lines)
+                            legend_text, plain_lines, saliency_picture)
 
 
 def test_half_blocks_pair_rows_top_as_foreground_bottom_as_background():
@@ -64,8 +64,13 @@ def test_heat_map_colours_run_from_dark_to_bright():
     brightness = colours.astype(int).sum(axis=2)[0]
     assert brightness[0] < brightness[1] < brightness[2]
     assert (colours[0, 0] == HEAT_LUT[0]).all() and (colours[0, 2] == HEAT_LUT[255]).all()
-    blended = overlay(np.full((2, 2), 100, np.uint8), np.zeros((2, 2)), alpha=0.0)
-    assert (blended == 100).all()
+    # a saliency map over the face: where it is weak the face shows, dimmed and grey; where strong, the colour alone
+    face = np.full((1, 2), 200, np.uint8)
+    picture = saliency_picture(face, np.array([[0.0, 1.0]]))
+    assert len(set(picture[0, 0].tolist())) == 1 and picture[0, 0, 0] < 200
+    assert picture[0, 1].tolist() == [252, 255, 164]
+    assert saliency_picture(face, np.array([[0.0, 1.0]]), plain=True).tolist() == [[0, 255]]
+    assert len(legend_text(10, low="", high="").plain) == 10
 
 
 def test_half_block_text_reuses_styles_for_repeated_colours():

@@ -34,6 +34,19 @@ def test_validate_names_every_problem():
     assert TrainRequest().validate() == []
 
 
+def test_the_form_starts_from_what_fer_train_runs_without_flags_and_accepts_what_it_accepts(tmp_path):
+    from fer_train.config import TrainConfig
+
+    from cli_support import planned_config
+
+    request, config = TrainRequest(), TrainConfig()
+    assert (request.model, request.epochs, request.optimizer, request.threshold) == (config.model, config.epochs, config.optimizer,
+                                                                                   config.semi_threshold)
+    assert planned_config(tmp_path / "run", request.argv()[3:]) == config  # the form's command line, unchanged: the same run
+    assert TrainRequest(semi=True, threshold=0.0).validate() == []  # 0 admits every face; fer-train accepts it too
+    assert planned_config(tmp_path / "semi", ["--semi", "--threshold", "0"]).semi_threshold == 0.0
+
+
 def test_parse_event_ignores_what_is_not_an_event():
     assert parse_event('{"event": "batch", "step": 1}\n') == {"event": "batch", "step": 1}
     for line in ("", "Epoch 1", "{not json", '{"no_event": 1}', "[1, 2]"):

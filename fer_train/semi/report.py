@@ -14,7 +14,7 @@ import numpy as np
 
 from fer_runtime.contract import CLASS_NAMES
 
-from .semi.settings import describe_rounds, first_round
+from .settings import describe_rounds, first_round
 
 ARM_TITLES = {"baseline": "labeled part only", "self-training": "self-training", "per-class": "self-training, per-class thresholds",
               "fixmatch": "FixMatch-style consistency"}
@@ -171,7 +171,7 @@ def markdown_report(summary: dict) -> str:
 
 def plot_comparison(collected: dict[str, dict], settings: dict, path: str | Path) -> Path:
     """Train and validation loss and accuracy per epoch of every arm, in one PNG (``settings``: :func:`settings`)."""
-    from .plots import plot_curves
+    from ..plots import plot_curves
 
     labels = {arm: ARM_TITLES.get(arm, arm) + (f" (p > {settings['threshold']})" if arm == "self-training" else "") for arm in collected}
     return plot_curves({labels[a]: c["history"] for a, c in collected.items()}, path,
@@ -181,7 +181,7 @@ def plot_comparison(collected: dict[str, dict], settings: dict, path: str | Path
 
 def plot_rounds(collected: dict[str, dict], path: str | Path) -> Path | None:
     """Per arm with rounds: admitted images per class, and their pseudo-label precision, round by round."""
-    from .plots import _pyplot
+    from ..plots import _pyplot
 
     arms = [a for a, c in collected.items() if c["rounds"]]
     if not arms:

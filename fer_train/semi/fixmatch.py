@@ -21,11 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .augment import random_affine
-from .config import TrainConfig
 from fer_runtime.contract import IMAGE_SIZE
-from .progress import Reporter
-from .train import autocast, bf16_supported, check_stop, epoch_seed
+
+from ..augment import random_affine
+from ..config import TrainConfig
+from ..devices import autocast, bf16_supported
+from ..progress import Reporter
+from ..stops import check_stop
+from ..epoch import epoch_seed
 
 CUTOUT = 16  # side of the grey square the strong view hides (a third of the face, as FixMatch's cutout)
 

@@ -1,0 +1,136 @@
+"""One epoch: the batch loop of plain training (also distillation, and one rank's part under torchrun), the
+optimizer and schedule it steps, and the evaluation after it. The loop over epochs is :mod:`fer_train.train`'s."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import distributed
+from .augment import augment_batch
+from .config import TrainConfig
+from .devices import autocast, bf16_supported
+from .distill import distillation_loss
+from .progress import Reporter
+from .stops import check_stop_everywhere
+
+
+def build_optimizer(config: TrainConfig, model: nn.Module, steps_per_epoch: int):
+    lr = config.learning_rate
+    params = model.parameters()
+    if config.optimizer == "adam":
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
+    elif config.optimizer == "adadelta":
+        optimizer = torch.optim.Adadelta(params, lr=lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay)
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    elif config.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total)
+    else:
+        scheduler = None
+    return optimizer, scheduler
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+# ----------------------------------------------------------------------------------------------------
+# one epoch
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float
+    images_per_s: float
+
+
+def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+                    epoch: int, reporter: Reporter | None = None, label: str = "epoch", total_epochs: int | None = None,
+                    epochs_before: int = 0, teacher: torch.Tensor | None = None) -> EpochStats:
+    """One pass over (x, y) in shuffled batches with the config's augmentation. Its order, augmentation and dropout
+    are drawn for epoch ``epochs_before + epoch`` of the seed: a fine-tuning run passes the epochs of the runs it
+    starts from, so that it goes on drawing new ones rather than replaying theirs. ``teacher``: log-probabilities
+    (N, 7) of a teacher on the un-augmented images, for distillation (fer_train.distill).
+
+    Under torchrun ``model`` is DDP-wrapped and every rank runs this together: the order is the same on all, each
+    takes its part of every batch, and the returned loss, accuracy and images/s are the whole group's."""
+    device = x.device
+    seed = epoch_seed(config.weights_seed, epochs_before + epoch)
+    generator = torch.Generator().manual_seed(seed)  # the order, the same on every rank
+    order = torch.randperm(len(y), generator=generator).to(device)
+    own_seed = distributed.rank_seed(seed)  # this rank's augmentation and dropout; rank 0's are one process's
+    torch.manual_seed(own_seed)  # dropout
+    if own_seed != seed:
+        generator = torch.Generator().manual_seed(own_seed)  # augmentation
+    steps = distributed.epoch_steps(len(y), config.batch_size)
+    use_bf16 = config.bf16 and bf16_supported(device)
+    model.train()
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0  # images of this rank
+    start = time.perf_counter()
+    for step in range(steps):
+        check_stop_everywhere(step)
+        batch = order[step * config.batch_size:(step + 1) * config.batch_size]  # the global batch
+        idx = distributed.shard(batch)  # this rank's part of it
+        xb, yb = x[idx].float(), y[idx]
+        xb = augment_batch(xb, generator, config)
+        if config.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device, use_bf16):
+            logits = model(xb)
+        if teacher is None:
+            loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
+        else:
+            loss = distillation_loss(logits.float(), yb, teacher[idx], config.distill_weight, config.distill_temperature,
+                                     config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        (loss * distributed.share_weight(len(idx), len(batch))).backward()  # DDP averages the ranks' gradients here
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == yb).sum()
+        seen += len(idx)
+        if reporter is not None:  # this rank's loss and accuracy so far; the group's images/s
+            elapsed = time.perf_counter() - start
+            reporter.batch(epoch=epoch, epochs=total_epochs or config.epochs, step=step + 1, steps=steps,
+                           loss=float(total_loss) / seen, acc=float(correct) / seen,
+                           images_per_s=min((step + 1) * config.batch_size, len(y)) / max(elapsed, 1e-9), label=label)
+    elapsed = time.perf_counter() - start
+    if reporter is not None:
+        reporter.end_epoch_bar()
+    loss_sum, correct_sum, count = distributed.sum_over_ranks(total_loss, correct, seen)
+    return EpochStats(loss_sum / count, correct_sum / count, count / elapsed)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512, bf16: bool = False) -> torch.Tensor:
+    """Logits (N, 7) in eval mode; ``x`` may be uint8 or float pixels 0..255."""
+    model.eval()
+    device = x.device
+    outs = []
+    for i in range(0, len(x), batch_size):
+        with autocast(device, bf16 and bf16_supported(device)):
+            outs.append(model(x[i:i + batch_size].float()).float())
+    return torch.cat(outs) if outs else torch.empty(0, 7, device=device)
+
+
+def evaluate_loss_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bf16: bool = False) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on (x, y). Under torchrun every rank scores its part of the images and the
+    sums are added over the ranks, so all of them return the numbers of the whole set. ``model``: not DDP-wrapped."""
+    start, end = distributed.shard_bounds(len(y))
+    logits, labels = predict_logits(model, x[start:end], bf16=bf16), y[start:end]
+    loss_sum, correct, count = distributed.sum_over_ranks(F.cross_entropy(logits, labels, reduction="sum"),
+                                                          (logits.argmax(1) == labels).sum(), len(labels))
+    return loss_sum / (count or math.nan), correct / (count or math.nan)
