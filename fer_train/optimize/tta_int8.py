@@ -41,8 +41,8 @@ def recorded_views(metadata: dict, path: Path) -> tuple[View, ...]:
 
 def tta_int8_variant(tta_path: str | Path, splits, *, max_drop: float = MAX_ACCURACY_DROP, log=print):
     """Make ``<stem>.tta.int8.onnx``: ``<stem>.int8.onnx`` under the views of ``tta_path``, gated on PublicTest
-    against the TTA file itself. Returns ``(model, metadata_args)`` for the caller to gate and write, as
-    :func:`fer_train.optimize.variants.optimize_model` does for its other variants: ``(model, steps, gate, metrics)``."""
+    against the TTA file itself. Returns ``(model, steps, gate, metrics, tta_metadata)``: the caller writes the file
+    when the gate passed, with the TTA file's metadata as the model's (``optimize_model`` does)."""
     import onnx
 
     from fer_runtime.classifier import load_classifier
