@@ -14,12 +14,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fer_runtime.contract import META_OPTIMIZATION, META_VARIANT, METRICS_TEST, METRICS_VAL
-from fer_runtime.family import MAX_ACCURACY_DROP, model_name
-from fer_runtime.metrics import split_metrics
+from fer_runtime.contract import META_OPTIMIZATION, META_VARIANT
+from fer_runtime.family import model_name
 
 from .compose import TTA_CANDIDATES, View, flip_average
-from .gate import accuracy_gate, accuracy_points, logits_of
 from .graph import OptimizeError
 
 TTA_VARIANTS = ("fp32-tta", "fp32-flip-average")  # the ``variant`` metadata of a file made by --variants tta
@@ -39,10 +37,10 @@ def recorded_views(metadata: dict, path: Path) -> tuple[View, ...]:
     return tuple(known[name] for name in names)
 
 
-def tta_int8_variant(tta_path: str | Path, splits, *, max_drop: float = MAX_ACCURACY_DROP, log=print):
-    """Make ``<stem>.tta.int8.onnx``: ``<stem>.int8.onnx`` under the views of ``tta_path``, gated on PublicTest
-    against the TTA file itself. Returns ``(model, steps, gate, metrics, tta_metadata)``: the caller writes the file
-    when the gate passed, with the TTA file's metadata as the model's (``optimize_model`` does)."""
+def tta_int8_variant(tta_path: str | Path):
+    """Build ``<stem>.tta.int8.onnx``'s graph: ``<stem>.int8.onnx`` under the views of ``tta_path``. Returns
+    ``(model, steps, tta_metadata)``; the caller holds it to the accuracy gate against the TTA file and writes it
+    with the TTA file's metadata as its model's, as for every variant (``optimize_model``)."""
     import onnx
 
     from fer_runtime.classifier import load_classifier
@@ -56,15 +54,7 @@ def tta_int8_variant(tta_path: str | Path, splits, *, max_drop: float = MAX_ACCU
     if not int8_path.is_file():
         raise OptimizeError(f"{int8_path}: missing; make it first with fer-train optimize "
                             f"{model_name(tta_path).family_path(tta_path.parent)} --variants int8")
-    int8 = onnx.load(str(int8_path))
-    model, steps = flip_average(int8, views)
+    model, steps = flip_average(onnx.load(str(int8_path)), views)
     steps = {**steps, "int8_source": int8_path.name,
              "weights": (load_classifier(int8_path).metadata.get(META_OPTIMIZATION) or {}).get("weights", "")}
-    test, val = splits.test, splits.val
-    fp32_accuracy = accuracy_points(logits_of(tta_path, test.images), test.labels)
-    test_logits = logits_of(model, test.images)
-    gate = accuracy_gate(fp32_accuracy, accuracy_points(test_logits, test.labels), max_drop)
-    log(f"{tta_path}: {len(views)} views of {int8_path.name}: {gate}")
-    metrics = {METRICS_VAL: split_metrics(val.labels, logits_of(model, val.images).argmax(1)),
-               METRICS_TEST: split_metrics(test.labels, test_logits.argmax(1))}
-    return model, steps, gate, metrics, tta_meta
+    return model, steps, tta_meta

@@ -101,17 +101,14 @@ def _remove_stale(path: Path, source: Path) -> str:
 
 
 def _tta_int8(model_path: Path, out_dir: Path, splits, max_drop: float, log) -> VariantResult:
-    """``<stem>.tta.int8.onnx``: the model's int8 graph under the TTA file's views (:mod:`.tta_int8`), gated, written
-    and joined to the family's weights like every other variant."""
-    model, steps, gate, metrics, tta_meta = tta_int8_variant(model_path, splits, max_drop=max_drop, log=log)
+    """``<stem>.tta.int8.onnx``: the model's int8 graph under the TTA file's views (:mod:`.tta_int8`), gated against
+    the TTA file, written and joined to the family's weights like every other variant."""
+    model, steps, tta_meta = tta_int8_variant(model_path)
     path = model_name(model_path).base_path(out_dir, speed="int8")
-    if not gate.passed:
-        result = VariantResult("int8", path, gate, False, steps, f"refused: {gate}{_remove_stale(path, model_path)}")
-    else:
-        _save(model, path, variant_metadata(tta_meta, "int8", gate, metrics, steps, model_path))
-        result = VariantResult("int8", path, gate, True, steps, f"written: {gate}")
+    result = _gate_and_write("int8", model, steps, path, model_path, tta_meta, splits.val, splits.test,
+                             logits_of(model_path, splits.test.images), max_drop)
     log(f"  {path.name}: {result.message}")
-    if family_of(path):
+    if (result.written or result.removed_stale) and family_of(path):
         share_family(path, log=lambda text: log(f"  {text}"))
     return result
 
@@ -185,15 +182,22 @@ def _make_variant(name: str, path: Path, build: Build, model_path: Path, origina
         model, steps = BUILDERS[name](build)
     except Refused as refusal:
         return VariantResult(name, path, None, False, refusal.steps, str(refusal))
+    return _gate_and_write(name, model, steps, path, model_path, original_meta, build.val, test, fp32_test, max_drop,
+                           ensemble_flip=build.ensemble_flip)
+
+
+def _gate_and_write(name: str, model, steps: dict, path: Path, model_path: Path, original_meta: dict, val, test,
+                    fp32_test: np.ndarray, max_drop: float, ensemble_flip: bool = False) -> VariantResult:
+    """Hold a built variant to the accuracy gate on PublicTest against ``fp32_test`` (its model's logits) and write it
+    with its metadata if it passes; a refused variant's older file, made from another version, is removed."""
     test_logits = logits_of(model, test.images)
     gate = accuracy_gate(accuracy_points(fp32_test, test.labels), accuracy_points(test_logits, test.labels), max_drop)
     if not gate.passed:
         removed = _remove_stale(path, model_path)
         return VariantResult(name, path, gate, False, steps, f"refused: {gate}{removed}", removed_stale=bool(removed))
-    val = build.val
     metrics = {METRICS_VAL: split_metrics(val.labels, logits_of(model, val.images).argmax(1)),
                METRICS_TEST: split_metrics(test.labels, test_logits.argmax(1))}
     label = {"fast": FAST_VARIANT, "tta": "fp32-flip-average" if steps.get("views") == [v.name for v in FLIP_VIEWS] else "fp32-tta",
-             "ensemble": "fp32-ensemble-flip-average" if build.ensemble_flip else "fp32-ensemble"}.get(name, name)
+             "ensemble": "fp32-ensemble-flip-average" if ensemble_flip else "fp32-ensemble"}.get(name, name)
     _save(model, path, variant_metadata(original_meta, label, gate, metrics, steps, model_path))
     return VariantResult(name, path, gate, True, steps, f"written: {gate}")
