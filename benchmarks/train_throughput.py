@@ -25,7 +25,7 @@ from fer_runtime.synthetic import make_faces
 from fer_train.augment import augment_batch
 from fer_train.config import TrainConfig
 from fer_train.speed import images_per_second
-from fer_train.train import bf16_supported
+from fer_train.devices import bf16_supported
 
 BATCH = 64
 RECIPES = {  # the augmentation each model is trained with (docs/training.md)

@@ -16,7 +16,8 @@
   known boxes, to measure detection);
 - :mod:`fer_runtime.explain` — saliency, occlusion, masking, layer outputs and gradient ascent on filters,
   from a model's companion graphs;
-- :mod:`fer_runtime.io`, :mod:`fer_runtime.splits` — FER2013 CSV files and image folders, the study's splits;
+- :mod:`fer_runtime.io`, :mod:`fer_runtime.splits` — FER2013 CSV files and image folders, the study's splits
+  (:mod:`fer_runtime.csv_parse` parses the CSV text; :mod:`fer_runtime.source` holds what every reader returns);
 - :mod:`fer_runtime.metrics` — accuracy, per-class recall, confusion matrices, softmax;
 - :mod:`fer_runtime.synthetic` — the built-in demo faces.
 

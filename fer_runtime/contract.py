@@ -62,6 +62,7 @@ WEIGHTS_SUFFIX = ".weights"  # <stem>.weights: the tensors that a model's graphs
 WEIGHTS_MIN_BYTES = 1024  # tensors of fewer bytes stay inside their graph
 WEIGHTS_ALIGNMENT = 64  # every tensor in <stem>.weights starts at a multiple of this many bytes
 TEMP_MODEL_SUFFIX = ".tmp.onnx"  # a graph being written and checked, never part of a model's family
+PREDICTIONS_SUFFIX = ".predictions.npz"  # <stem>.predictions.npz: predictions recorded at export (fer_runtime.recorded_predictions)
 # Variants <stem>.<variant>.onnx share their base model's companions (an ensemble: its first member's).
 VARIANT_NAMES: tuple[str, ...] = ("fast", "int8", "tta", "ensemble")
 # the companions' extra inputs and outputs

@@ -10,80 +10,32 @@ Three sources are understood:
 
 Every reader returns a :class:`Source`: its images as uint8 ``(N, 48, 48)`` grouped by the file's own
 split names (``Training``, ``PublicTest``, ``PrivateTest``; folder names for image folders).
+
+This module finds the data, caches what was read from a CSV and reads image folders; the CSV text itself is parsed
+by :mod:`fer_runtime.csv_parse`. :class:`Source`, :class:`Split`, :class:`BadRow` and :class:`DataError` live in
+:mod:`fer_runtime.source`, which both import, and are importable from here as well.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import io as _io
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .contract import CLASS_NAMES, DATA_ENV_VAR, DEFAULT_DATA_RELATIVE, IMAGE_SIZE, NUM_CLASSES, NUM_PIXELS
+from .contract import CLASS_NAMES, DATA_ENV_VAR, DEFAULT_DATA_RELATIVE, IMAGE_SIZE
+from .csv_parse import KAGGLE_USAGES, parse_csv
+from .source import UNLABELLED, BadRow, DataError, Source, Split
 
-KAGGLE_USAGES = ("Training", "PublicTest", "PrivateTest")
+__all__ = ["IMAGE_SUFFIXES", "KAGGLE_FILE_NAMES", "KAGGLE_USAGES", "UNLABELLED", "BadRow", "DataError", "Source",
+           "Split", "cache_root", "class_index_of", "default_data_path", "encode_csv", "load_image", "load_source",
+           "read_csv", "read_image_folder"]
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-UNLABELLED = -1
-
-
-class DataError(ValueError):
-    """Input that cannot be read. ``str()`` names the file, the line (or image) and what was wrong."""
-
-    def __init__(self, path: str | Path, message: str, line: int | None = None):
-        self.path = str(path)
-        self.line = line
-        self.reason = message
-        where = f"{self.path}, line {line}" if line is not None else self.path
-        super().__init__(f"{where}: {message}")
-
-
-@dataclass(frozen=True)
-class BadRow:
-    """One row (or image) that was skipped because of ``skip_bad``."""
-
-    line: int | None  # 1-based line of the file (the header is line 1); None for images
-    where: str  # the file, or the image's path
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.where}, line {self.line}: {self.reason}" if self.line is not None else f"{self.where}: {self.reason}"
-
-
-@dataclass
-class Split:
-    """Images of one split. ``lines`` trace each image to its source line (CSV) or file (folders)."""
-
-    images: np.ndarray  # uint8 (N, 48, 48)
-    labels: np.ndarray  # int64 (N,), UNLABELLED (-1) where the source has no label
-    origin: list[str] | np.ndarray  # CSV: int line numbers; folders: image paths
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, index: np.ndarray) -> "Split":
-        origin = np.asarray(self.origin)[index]
-        return Split(self.images[index], self.labels[index], origin)
-
-    @property
-    def labelled(self) -> bool:
-        return len(self.labels) > 0 and bool((self.labels >= 0).all())
-
-    def class_counts(self) -> np.ndarray:
-        return np.bincount(self.labels[self.labels >= 0], minlength=NUM_CLASSES)
-
-
-@dataclass
-class Source:
-    path: Path
-    format: str  # "kaggle", "course-train", "course-test", "folder"
-    splits: dict[str, Split]
-    skipped: list[BadRow] = field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -121,7 +73,7 @@ def load_source(path: str | Path, *, skip_bad: bool = False, use_cache: bool = T
 
 
 # ----------------------------------------------------------------------------------------------------
-# CSV (Kaggle and course formats)
+# CSV (Kaggle and course formats): the cache around fer_runtime.csv_parse
 
 
 def cache_root() -> Path:
@@ -138,8 +90,10 @@ def _cache_file(path: Path) -> Path:
 def read_csv(path: str | Path, *, skip_bad: bool = False, use_cache: bool = True) -> Source:
     """Read a Kaggle or course-format CSV, plain or gzip.
 
-    A clean file is cached as .npz (keyed on path, size and modification time), so the second load of
-    the 32,298-row FER2013 file takes a fraction of a second instead of about four.
+    The text is parsed by :func:`fer_runtime.csv_parse.parse_csv`: a file as Kaggle wrote it in blocks by numpy, any
+    other row by row, so that a bad row is named by its line. A clean file is cached as .npz (keyed on path, size and
+    modification time), so the second load of the 32,298-row FER2013 file takes a fraction of a second instead of two
+    or three (most of it gunzip).
     """
     path = Path(path)
     cache = _cache_file(path) if use_cache else None
@@ -148,7 +102,7 @@ def read_csv(path: str | Path, *, skip_bad: bool = False, use_cache: bool = True
             return _read_cache(path, cache)
         except Exception:  # a damaged cache is rebuilt, never trusted
             cache.unlink(missing_ok=True)
-    source = _parse_csv(path, skip_bad=skip_bad)
+    source = parse_csv(path, skip_bad=skip_bad)
     if cache is not None and not source.skipped:
         _write_cache(source, cache)
     return source
@@ -178,118 +132,6 @@ def _write_cache(source: Source, cache: Path) -> None:
             tmp.unlink(missing_ok=True)
     except OSError as exc:  # a read-only home is no reason to fail
         warnings.warn(f"could not write the data cache {cache}: {exc}", stacklevel=2)
-
-
-def _read_text(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(2)
-        opener = gzip.open if head == b"\x1f\x8b" else open
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:
-        raise DataError(path, f"cannot read the file ({exc})") from exc
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(path, "not a text file (bytes that are not UTF-8)", line) from exc
-
-
-def _parse_pixels(text: str) -> np.ndarray | str:
-    """The 2,304 pixel values of one row, or a description of what is wrong with them."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # numpy warns (instead of failing) on a token it cannot parse
-        try:
-            values = np.fromstring(text, dtype=np.int32, sep=" ")
-        except (DeprecationWarning, ValueError):
-            values = None
-    if values is None:
-        for i, token in enumerate(text.split()):
-            if not token.lstrip("-").isdigit():
-                return f"pixel {i + 1} is {token[:20]!r}, not a whole number"
-        return "pixels are not space-separated whole numbers"
-    if values.size != NUM_PIXELS:
-        return f"expected {NUM_PIXELS} pixel values (48×48), found {values.size}"
-    low, high = int(values.min()), int(values.max())
-    if low < 0 or high > 255:
-        bad = int(np.flatnonzero((values < 0) | (values > 255))[0])
-        return f"pixel {bad + 1} is {int(values[bad])}, outside 0–255"
-    return values.astype(np.uint8)
-
-
-def _parse_label(text: str) -> int | str:
-    text = text.strip()
-    if not text.lstrip("-").isdigit():
-        return f"label {text[:20]!r} is not a whole number"
-    label = int(text)
-    if not 0 <= label < NUM_CLASSES:
-        return f"label {label} is outside 0–{NUM_CLASSES - 1}"
-    return label
-
-
-def _parse_csv(path: Path, *, skip_bad: bool) -> Source:
-    text = _read_text(path)
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    if not lines:
-        raise DataError(path, "the file is empty")
-    header = [h.strip().lower() for h in lines[0].split(",")]
-    formats = {("emotion", "pixels", "usage"): "kaggle", ("label", "feature"): "course-train", ("id", "feature"): "course-test"}
-    fmt = formats.get(tuple(header))
-    if fmt is None:
-        raise DataError(path, f"unknown header {lines[0][:80]!r}; expected 'emotion,pixels,Usage', 'label,feature' or 'id,feature'", 1)
-    if len(lines) == 1:
-        raise DataError(path, "the file has a header but no rows")
-
-    ncols = len(header)
-    images = np.empty((len(lines) - 1, NUM_PIXELS), np.uint8)
-    labels = np.empty(len(lines) - 1, np.int64)
-    usages: list[str] = []
-    kept_lines: list[int] = []
-    skipped: list[BadRow] = []
-    n = 0
-    for lineno, line in enumerate(lines[1:], start=2):
-        fields = line.split(",")
-        if len(fields) != ncols:
-            problem: str | None = f"expected {ncols} comma-separated fields, found {len(fields)}"
-        else:
-            problem = None
-            if fmt == "course-test":
-                label: int | str = UNLABELLED if fields[0].strip().isdigit() else f"id {fields[0][:20]!r} is not a whole number"
-            else:
-                label = _parse_label(fields[0])
-            usage = fields[2].strip() if fmt == "kaggle" else ("Training" if fmt == "course-train" else "Test")
-            if isinstance(label, str):
-                problem = label
-            elif fmt == "kaggle" and usage not in KAGGLE_USAGES:
-                problem = f"unknown Usage {usage[:30]!r}; expected one of {', '.join(KAGGLE_USAGES)}"
-            else:
-                pixels = _parse_pixels(fields[1])
-                if isinstance(pixels, str):
-                    problem = pixels
-        if problem is not None:
-            if not skip_bad:
-                raise DataError(path, problem, lineno)
-            skipped.append(BadRow(lineno, str(path), problem))
-            continue
-        images[n] = pixels
-        labels[n] = label
-        usages.append(usage)
-        kept_lines.append(lineno)
-        n += 1
-    if n == 0:
-        raise DataError(path, f"no usable rows: all {len(skipped)} rows are bad (first: {skipped[0].reason})")
-
-    images = images[:n].reshape(n, IMAGE_SIZE, IMAGE_SIZE)
-    usage_arr = np.array(usages)
-    line_arr = np.array(kept_lines, np.int64)
-    splits = {}
-    for usage in dict.fromkeys(usages):  # file order
-        index = np.flatnonzero(usage_arr == usage)
-        splits[usage] = Split(images[index], labels[:n][index], line_arr[index])
-    return Source(path, fmt, splits, skipped)
 
 
 # ----------------------------------------------------------------------------------------------------

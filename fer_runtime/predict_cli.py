@@ -161,14 +161,6 @@ def summary_line(tally) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
 
     console = Console(stderr=True)
     tell = lambda text, style="": say(console, text, style)  # noqa: E731
@@ -177,6 +169,24 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CANNOT_RUN
     if not _check(args, tell):
         return EXIT_CANNOT_RUN
+    ready = _set_up(args, tell)
+    if ready is None:
+        return EXIT_CANNOT_RUN
+    model, options, writer = ready
+    progress = _progress_bar(console, hidden=args.no_progress or not console.is_terminal)
+    run = Pipeline(model, options, writer, tell, progress)
+    status = _run_to_end(run, progress, writer, args, tell)
+    if status is None:  # the reader of stdout went away
+        return EXIT_SOME_FAILED
+    tell(summary_line(run.tally))
+    if status == EXIT_OK and run.tally.failed:
+        status = EXIT_SOME_FAILED
+    return status
+
+
+def _set_up(args: argparse.Namespace, tell):
+    """``(model, options, writer)``: the model, the options with their detector loaded, the camera there and the records'
+    writer open; or None, after saying what cannot be set up (a setup problem, before any input is read)."""
     if args.threads:
         import cv2
 
@@ -187,21 +197,31 @@ def main(argv: list[str] | None = None) -> int:
         options.make_detector()  # a detector that cannot load is a setup problem: say so before reading anything
     except (SystemExit, RuntimeError, ValueError) as exc:
         tell(f"fer-predict: {exc}", "red")
-        return EXIT_CANNOT_RUN
+        return None
     if args.camera is not None:  # a camera that is not there is a setup problem, not one input among many
         try:
             Video(args.camera).close()
         except MediaError as exc:
             tell(f"fer-predict: {exc}", "red")
-            return EXIT_CANNOT_RUN
+            return None
     try:
         writer = RecordWriter(args.out, args.format, model.class_names)
     except OSError as exc:
         tell(f"fer-predict: cannot write {args.out} ({exc.strerror or exc})", "red")
-        return EXIT_CANNOT_RUN
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=console, transient=True, disable=args.no_progress or not console.is_terminal)
-    run = Pipeline(model, options, writer, tell, progress)
+        return None
+    return model, options, writer
+
+
+def _progress_bar(console, hidden: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=console, transient=True, disable=hidden)
+
+
+def _run_to_end(run: Pipeline, progress, writer: RecordWriter, args: argparse.Namespace, tell) -> int | None:
+    """Predict every input (Ctrl-C: write what was found so far) and close the records; the exit status, or None when
+    the reader of stdout went away (``| head``): then it stops quietly, as other tools do."""
     status = EXIT_OK
     try:
         with progress:
@@ -213,18 +233,20 @@ def main(argv: list[str] | None = None) -> int:
             pass
         tell("interrupted: the records of every face found so far are written", "yellow")
         status = EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as other tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's final flush of stdout fails otherwise
-        return EXIT_SOME_FAILED
+    except BrokenPipeError:
+        _drop_stdout()
+        return None
     finally:
         try:
             writer.close()
         except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    tell(summary_line(run.tally))
-    if status == EXIT_OK and run.tally.failed:
-        status = EXIT_SOME_FAILED
+            _drop_stdout()
     return status
+
+
+def _drop_stdout() -> None:
+    """Send stdout to the null device: Python's final flush of stdout fails once its reader has gone."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``fer-train``: train (the default), ``evaluate``, ``export``, ``data``, ``explain``, ``optimize`` and ``report``.
+"""``fer-train``: train (the default), ``evaluate``, ``export``, ``data``, ``explain``, ``optimize``, ``predictions`` and ``report``.
 
     fer-train --model cnn --epochs 30                 train on FER2013 found on its own
     fer-train --resume runs/cnn-20261127-101500       continue an interrupted run
@@ -8,6 +8,7 @@
     fer-train data [PATH]                             what a data source holds
     fer-train explain runs/cnn-... --out DIR          saliency, filter and layer-output pictures, with an index
     fer-train optimize exported/cnn.onnx              faster variants (fast, int8; tta, ensemble when asked), each behind the accuracy gate
+    fer-train predictions                             the default model's predictions on val and test, shipped beside it for fer-tui
     fer-train report                                  REPORT.md's figures and numbers from exported/ and the real data
 """
 
@@ -26,7 +27,7 @@ from fer_runtime.io import DataError
 
 from .train_cli import train_main
 
-SUBCOMMANDS = ("evaluate", "export", "data", "explain", "optimize", "report")
+SUBCOMMANDS = ("evaluate", "export", "data", "explain", "optimize", "predictions", "report")
 
 def evaluate_main(argv: list[str]) -> int:
     from .evaluate import evaluate
@@ -179,7 +180,8 @@ def optimize_main(argv: list[str]) -> int:
                    help="ensemble: another exported model (same validation split) to average with; repeat for more")
     p.add_argument("--tta", default="auto", choices=("auto", *TTA_CANDIDATES), help="tta: the views averaged. flip: the face and "
                    "its mirror image (2× the compute); flip+hshiftK: both also shifted K pixels left and right (6×); flip+shiftK: "
-                   "also up and down (10×); auto: the one most accurate on validation, the cheaper on a tie (default: %(default)s)")
+                   "also up and down (10×); flip+cornersK: both also shifted K pixels to the four corners (10×; with K=4 the ten-crop testing of a "
+                   "--crop 40 model); auto: the one most accurate on validation, the cheaper on a tie (default: %(default)s)")
     p.add_argument("--ensemble-flip", action="store_true", help="ensemble: also run every member on the mirror image (2× the compute)")
     p.add_argument("--calibration", type=int, default=1000, metavar="N", help="validation faces to calibrate int8 on (default: %(default)s)")
     p.add_argument("--weight-bits", default="auto", choices=("auto", "7", "8"), help="int8 weights: 7 bits give the same results on "
@@ -210,6 +212,42 @@ def optimize_main(argv: list[str]) -> int:
         if result.written:
             print(result.path)
     return 0 if all(r.written for r in results) else 1
+
+
+def predictions_main(argv: list[str]) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from fer_runtime.classifier import ModelError
+
+    from .record_predictions import SPLITS, record_predictions
+
+    p = argparse.ArgumentParser(prog="fer-train predictions", description="Record a model's predictions on the validation and test "
+                                "splits in <stem>.predictions.npz beside it, keyed by the content of the model and of each split, so that "
+                                "fer-tui's first start shows them without running the model.")
+    p.add_argument("model", nargs="?", default=None, help="exported model (.onnx; default: the most accurate in exported/, as fer-tui opens)")
+    p.add_argument("--data", default=None, help="data source (default: $FER_DATA or ../shared/data/fer2013)")
+    p.add_argument("--splits", nargs="+", default=list(SPLITS), choices=("train", "val", "test", "privatetest"),
+                   help="which splits (default: %(default)s)")
+    args = p.parse_args(argv)
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console,
+                  transient=True) as bars:
+        tasks: dict[str, int] = {}
+
+        def progress(split: str, done: int, total: int) -> None:
+            if split not in tasks:
+                tasks[split] = bars.add_task(f"predicting {split}", total=total)
+            bars.update(tasks[split], completed=done)
+
+        try:
+            path, size = record_predictions(args.model, args.data, tuple(args.splits), progress=progress,
+                                            log=lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
+        except (DataError, ValueError, FileNotFoundError, ModelError) as exc:
+            console.print("[red]error:[/] " + escape(str(exc)))
+            return 2
+    console.print(f"{escape(str(path))}: {size / 1024:.0f} KB", highlight=False)
+    print(path)
+    return 0
 
 
 def report_main(argv: list[str]) -> int:
@@ -243,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return {"evaluate": evaluate_main, "export": export_main, "data": data_main, "explain": explain_main,
-                    "optimize": optimize_main, "report": report_main}[argv[0]](argv[1:])
+                    "optimize": optimize_main, "predictions": predictions_main, "report": report_main}[argv[0]](argv[1:])
         return train_main(argv)
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in TRAIN_EXTRA:

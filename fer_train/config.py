@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from fer_runtime.contract import IMAGE_SIZE
 from fer_runtime.recipes import DEFAULT_LR, DEFAULT_RECIPE, DEFAULTS, OPTIMIZERS, RECIPES, SCHEDULES, SEMI_THRESHOLD
 
 # the settings that decide which images are held out for validation: two models agree on them, or one has trained
@@ -37,6 +38,11 @@ class TrainConfig:
     flip: bool = DEFAULTS["flip"]  # horizontal flips (not in the study)
     scale: float = 0.0  # zoom by U(1 - scale, 1 + scale), as a random resized crop (not in the study)
     erase: float = DEFAULTS["erase"]  # random erasing: the probability that a training image gets a noise rectangle (not in the study)
+    crop: int | None = None  # train on random crops of this side (pixels) of each augmented face; the model sees the centre crop at
+    # test (its input_size, set here). Not in the study
+    mixup: float = 0.0  # mixup's α: every batch is mixed with a shuffled copy of itself by λ ~ Beta(α, α), the loss likewise; 0: off
+    ema: float = 0.0  # decay of an exponential moving average of the weights (per step), which is evaluated, kept in best.pt and
+    # exported; the raw weights' validation accuracy is recorded beside it. 0: off
     val_fraction: float = 0.1  # the study's 1/10
     seed: int = 0  # picks the validation split (and semi's labeled half); also the training randomness unless train_seed is set
     train_seed: int | None = None  # initial weights, data order, augmentation and dropout; None: seed. Another value trains an
@@ -86,6 +92,18 @@ class TrainConfig:
             raise ValueError(f"scale is the zoom range, from 0 to below 1, got {self.scale}")
         if not 0 <= self.erase <= 1:
             raise ValueError(f"erase is a probability, from 0 to 1, got {self.erase}")
+        if self.crop is not None:
+            if not isinstance(self.crop, int) or not 8 <= self.crop <= IMAGE_SIZE:
+                raise ValueError(f"--crop is the side of the training crops, a whole number from 8 to {IMAGE_SIZE}, got {self.crop!r}")
+            self.model_kwargs = {**self.model_kwargs, "input_size": self.crop}  # the model centre-crops its 48-pixel input to this
+        if self.mixup < 0:
+            raise ValueError(f"--mixup is the α of mixup's Beta(α, α), 0 (off) or above, got {self.mixup}")
+        if not 0 <= self.ema < 1:
+            raise ValueError(f"--ema is the moving average's decay per step, from 0 (off) to below 1 (e.g. 0.999), got {self.ema}")
+        if self.mixup > 0 and self.distill_from:
+            raise ValueError("--mixup and --distill-from: one or the other (the teacher's predictions are of the unmixed faces)")
+        if self.ema > 0 and self.semi:
+            raise ValueError("--ema: for ordinary training, not --semi runs")
         if self.recipe is not None and self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed
-from .augment import augment_batch
+from .augment import augment_batch, mix_batch
 from .config import TrainConfig
 from .devices import autocast, bf16_supported
 from .distill import distillation_loss
@@ -56,11 +56,12 @@ class EpochStats:
 
 def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
                     epoch: int, reporter: Reporter | None = None, label: str = "epoch", total_epochs: int | None = None,
-                    epochs_before: int = 0, teacher: torch.Tensor | None = None) -> EpochStats:
-    """One pass over (x, y) in shuffled batches with the config's augmentation. Its order, augmentation and dropout
-    are drawn for epoch ``epochs_before + epoch`` of the seed: a fine-tuning run passes the epochs of the runs it
-    starts from, so that it goes on drawing new ones rather than replaying theirs. ``teacher``: log-probabilities
-    (N, 7) of a teacher on the un-augmented images, for distillation (fer_train.distill).
+                    epochs_before: int = 0, teacher: torch.Tensor | None = None, after_step=None) -> EpochStats:
+    """One pass over (x, y) in shuffled batches with the config's augmentation (and mixup, ``config.mixup``). Its
+    order, augmentation and dropout are drawn for epoch ``epochs_before + epoch`` of the seed: a fine-tuning run
+    passes the epochs of the runs it starts from, so that it goes on drawing new ones rather than replaying theirs.
+    ``teacher``: log-probabilities (N, 7) of a teacher on the un-augmented images, for distillation
+    (fer_train.distill). ``after_step()`` is called after every optimizer step (a moving average of the weights).
 
     Under torchrun ``model`` is DDP-wrapped and every rank runs this together: the order is the same on all, each
     takes its part of every batch, and the returned loss, accuracy and images/s are the whole group's."""
@@ -83,22 +84,15 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
         check_stop_everywhere(step)
         batch = order[step * config.batch_size:(step + 1) * config.batch_size]  # the global batch
         idx = distributed.shard(batch)  # this rank's part of it
-        xb, yb = x[idx].float(), y[idx]
-        xb = augment_batch(xb, generator, config)
-        if config.channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast(device, use_bf16):
-            logits = model(xb)
-        if teacher is None:
-            loss = F.cross_entropy(logits.float(), yb, label_smoothing=config.label_smoothing)
-        else:
-            loss = distillation_loss(logits.float(), yb, teacher[idx], config.distill_weight, config.distill_temperature,
-                                     config.label_smoothing)
+        logits, loss, yb = _batch_loss(model, x[idx].float(), y[idx], config, generator, use_bf16,
+                                       None if teacher is None else teacher[idx])
         optimizer.zero_grad(set_to_none=True)
         (loss * distributed.share_weight(len(idx), len(batch))).backward()  # DDP averages the ranks' gradients here
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         total_loss += loss.detach() * len(idx)
         correct += (logits.argmax(1) == yb).sum()
         seen += len(idx)
@@ -112,6 +106,29 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
         reporter.end_epoch_bar()
     loss_sum, correct_sum, count = distributed.sum_over_ranks(total_loss, correct, seen)
     return EpochStats(loss_sum / count, correct_sum / count, count / elapsed)
+
+
+def _batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, config: TrainConfig, generator: torch.Generator, use_bf16: bool,
+                teacher: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A training batch augmented (and mixed, ``config.mixup``), through the model: its float logits, its loss, and
+    the labels its accuracy counts (under mixup, the label that dominates the mix). ``teacher``: the batch's
+    log-probabilities from a teacher, for distillation."""
+    xb = augment_batch(xb, generator, config)
+    mixed = mix_batch(xb, generator, config.mixup) if config.mixup > 0 else None
+    if mixed is not None:
+        xb = mixed[0]
+    if config.channels_last:
+        xb = xb.contiguous(memory_format=torch.channels_last)
+    with autocast(xb.device, use_bf16):
+        logits = model(xb).float()
+    if mixed is not None:
+        _, perm, lam = mixed
+        loss = (lam * F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing)
+                + (1 - lam) * F.cross_entropy(logits, yb[perm], label_smoothing=config.label_smoothing))
+        return logits, loss, yb if lam >= 0.5 else yb[perm]
+    if teacher is None:
+        return logits, F.cross_entropy(logits, yb, label_smoothing=config.label_smoothing), yb
+    return logits, distillation_loss(logits, yb, teacher, config.distill_weight, config.distill_temperature, config.label_smoothing), yb
 
 
 @torch.no_grad()

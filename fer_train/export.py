@@ -6,7 +6,6 @@ images; a difference of logits above 1e-4 is an error, not a warning.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from fer_runtime.classifier import load_classifier
@@ -24,6 +23,7 @@ from .checkpoint import load_checkpoint, load_parent, model_from_checkpoint, res
 from .models import deployable
 from .onnx_export import OPSET, PARITY_ATOL, build_metadata, export_onnx  # noqa: F401  (the exporter's API)
 from .onnx_meta import ExportError, write_metadata  # noqa: F401  (ExportError: what export_run raises)
+from .run_folder import SEMI_SUMMARY_FILE, read_arm_history, read_semi_summary
 
 def training_summary(checkpoint: dict, history: list[dict] | None = None) -> dict:
     """How the run was trained: epochs, wall time, hardware and the curves (``history``, else the checkpoint's own)."""
@@ -54,15 +54,15 @@ def _slim(history: list[dict]) -> list[dict]:
 
 def semi_summary(arm_dir: Path) -> dict:
     """An arm of a semi-supervised run (``fer-train --semi``) carries the run's comparison in its metadata: the
-    settings, every arm's accuracies, rounds and curves, and the paired differences from the baseline."""
-    semi_json = arm_dir.parent / "semi.json"
-    if not semi_json.is_file():
+    settings, every arm's accuracies, rounds and curves, and the paired differences from the baseline. Nothing for
+    a folder that is not an arm of a summarised run; a damaged ``semi.json`` or arm history is a :class:`DataError`."""
+    run_dir = arm_dir.parent
+    if not (run_dir / SEMI_SUMMARY_FILE).is_file():
         return {}
-    summary = json.loads(semi_json.read_text())
-    if arm_dir.name not in summary.get("arms", {}):
+    summary = read_semi_summary(run_dir)
+    if arm_dir.name not in summary["arms"]:
         return {}
-    histories = {arm: _slim(json.loads(path.read_text())) for arm in summary["arms"]
-                 if (path := arm_dir.parent / arm / "history.json").is_file()}
+    histories = {arm: _slim(read_arm_history(run_dir, arm)) for arm in summary["arms"]}
     kept = ("settings", "data", "arms", "comparison", "compute_seconds", "wall_seconds", "hardware")
     return {"semi": {"arm": arm_dir.name, **{k: summary[k] for k in kept if k in summary}, "histories": histories}}
 

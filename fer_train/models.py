@@ -32,7 +32,10 @@ def create_model(name: str, **kwargs) -> nn.Module:
         cls = MODEL_REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; registered: {', '.join(sorted(MODEL_REGISTRY))}") from None
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a setting this model does not have (e.g. --crop's input_size for the study's CNN)
+        raise ValueError(f"model {name!r} cannot be made with {kwargs}: {exc}") from None
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -161,8 +164,10 @@ class FerNet(nn.Module):
     (``fer_train.explain.backward``) support.
     """
 
-    def __init__(self, num_classes: int = NUM_CLASSES, widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3):
+    def __init__(self, num_classes: int = NUM_CLASSES, widths: tuple[int, ...] = (32, 64, 128, 256), dropout: float = 0.3,
+                 input_size: int = IMAGE_SIZE):
         super().__init__()
+        self.input_size = input_size  # below 48 (a model trained on random crops, --crop): a larger input is centre-cropped to it
         self.scale = PixelScale(mean=0.5, std=0.25)
         layers: list[nn.Module] = []
         c_in = 1
@@ -170,7 +175,7 @@ class FerNet(nn.Module):
             layers += _conv_bn_relu(c_in, width) + _conv_bn_relu(width, width)  # (N, width, 48/2^i, 48/2^i)
             layers.append(nn.MaxPool2d(2))
             c_in = width
-        side = IMAGE_SIZE // 2 ** len(widths)  # 3 for four stages
+        side = input_size // 2 ** len(widths)  # 3 for four stages at 48 pixels, 2 at 40
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.AvgPool2d(side),  # (N, C, 1, 1): global average pooling
@@ -180,7 +185,7 @@ class FerNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(self.scale(x)))
+        return self.classifier(self.features(self.scale(centre_crop(x, self.input_size))))
 
     def fused(self) -> nn.Module:
         """An eval-mode copy with each BatchNorm folded into the convolution before it (same outputs)."""
@@ -194,7 +199,7 @@ class FerNet(nn.Module):
             else:
                 layer = src[layers[0]]
                 out.append(nn.ReLU() if isinstance(layer, nn.ReLU) else layer)  # not in place: the gradient graphs keep inputs
-        fused = _Chain(self.scale, nn.Sequential(*out), self.classifier)
+        fused = _Chain(self.scale, nn.Sequential(*out), self.classifier, self.input_size)
         return fused.eval()
 
     def _fusion_plan(self) -> list[tuple[int, ...]]:
@@ -232,14 +237,38 @@ class FerNet(nn.Module):
         return state
 
 
-class _Chain(nn.Module):
-    """scale → features → classifier, the shape of the exported models."""
+def centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """The central ``size`` × ``size`` of images (N, C, H, W); ``x`` itself when it is no larger (a training batch
+    that is already cropped)."""
+    height, width = x.shape[-2:]
+    if height <= size and width <= size:
+        return x
+    top, left = (height - size) // 2, (width - size) // 2
+    return x[..., top:top + size, left:left + size]
 
-    def __init__(self, scale: nn.Module, features: nn.Module, classifier: nn.Module):
+
+class CentreCrop(nn.Module):
+    """The central ``size`` × ``size`` of a 48-pixel face: the first layer of an exported model trained on crops."""
+
+    def __init__(self, size: int):
         super().__init__()
-        self.scale, self.features, self.classifier = scale, features, classifier
+        self.size, self.offset = size, (IMAGE_SIZE - size) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., self.offset:self.offset + self.size, self.offset:self.offset + self.size]
+
+
+class _Chain(nn.Module):
+    """(centre crop →) scale → features → classifier, the shape of the exported models."""
+
+    def __init__(self, scale: nn.Module, features: nn.Module, classifier: nn.Module, input_size: int = IMAGE_SIZE):
+        super().__init__()
+        self.scale, self.features, self.classifier = scale, features, classifier
+        self.crop = CentreCrop(input_size) if input_size < IMAGE_SIZE else None  # a model trained on crops (--crop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.crop is not None:
+            x = self.crop(x)
         return self.classifier(self.features(self.scale(x)))
 
 

@@ -2,7 +2,8 @@
 
 A run folder holds ``config.json`` (the run's :class:`~fer_train.config.TrainConfig`), ``history.json`` (one record
 per epoch), ``best.pt`` and ``last.pt`` (:mod:`fer_train.checkpoint`), ``curves.png`` and, at the end,
-``model.onnx``; a semi-supervised run holds one such folder per arm, ``rounds.json`` and ``sessions.json``.
+``model.onnx``; a semi-supervised run holds one such folder per arm, ``rounds.json``, ``sessions.json`` and, at the
+end, ``semi.json`` (its summary).
 Reading any of them that is missing or damaged raises :class:`~fer_runtime.io.DataError` naming the file, what
 is wrong with it and what to do, never a traceback.
 """
@@ -20,6 +21,7 @@ from .config import TrainConfig
 
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.json"
+SEMI_SUMMARY_FILE = "semi.json"
 
 
 def write_json(path: Path, data) -> None:
@@ -87,8 +89,35 @@ def read_config(run_dir: Path) -> TrainConfig:
 
 def read_history(path: Path) -> list[dict]:
     """An epoch-by-epoch record (``history.json``, ``rounds.json``) written by a run."""
-    return read_json(path, list, "the checkpoint last.pt beside it holds the same records; delete the file and "
-                                 "--resume writes it again at the next epoch")
+    return _read_records(path, "the checkpoint last.pt beside it holds the same records; delete the file and "
+                               "--resume writes it again at the next epoch")
+
+
+def read_semi_summary(run_dir: Path) -> dict:
+    """The summary of a semi-supervised run (``semi.json``), with its table of ``arms`` by name."""
+    path = Path(run_dir) / SEMI_SUMMARY_FILE
+    remedy = (f"fer-train --resume {run_dir} writes it again from the arms' folders "
+              "(a run whose arms have all finished only summarises and exports)")
+    summary = read_json(path, dict, remedy)
+    if not isinstance(summary.get("arms"), dict):
+        raise DataError(path, f"damaged: has no table of arms (\"arms\": {{name: results}}); {remedy}")
+    return summary
+
+
+def read_arm_history(run_dir: Path, arm: str) -> list[dict]:
+    """The epochs of the arm ``arm`` of a finished semi-supervised run (its ``history.json``)."""
+    path = Path(run_dir) / arm / HISTORY_FILE
+    return _read_records(path, f"{SEMI_SUMMARY_FILE} lists the arm {arm}; delete the folder {path.parent} and "
+                               f"fer-train --resume {run_dir} trains the arm again from its start (the other arms keep their epochs)")
+
+
+def _read_records(path: Path, remedy: str) -> list[dict]:
+    """A JSON list of records (objects), or a :class:`DataError` naming what is wrong and ``remedy``."""
+    records = read_json(path, list, remedy)
+    wrong = next((i for i, record in enumerate(records) if not isinstance(record, dict)), None)
+    if wrong is not None:
+        raise DataError(path, f"damaged: record {wrong + 1} is a JSON {type(records[wrong]).__name__}, not an object; {remedy}")
+    return records
 
 
 def record_session(run_dir: Path, seconds: float, interrupted: bool) -> list[dict]:

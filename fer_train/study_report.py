@@ -196,7 +196,6 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
                  layers=DEFAULT_LAYERS, steps=DEFAULT_STEPS, max_filters: int | None = None, console: Console | None = None) -> dict:
     """Write every figure and ``numbers.md``/``summary.json``; return the summary."""
     from .config import TrainConfig
-    from .plots import plot_curves
     from fer_runtime.classifier import load_classifier
     from .data import load_splits
 
@@ -211,7 +210,7 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
     started = time.perf_counter()
     splits_obj = load_splits(TrainConfig(data=data))
     splits = {name: (s.images, s.labels) for name in ("val", "test") if (s := splits_obj.get_or_none(name)) is not None and s.labelled}
-    val_images, val_labels = splits["val"]
+    val_labels = splits["val"][1]
     console.print(f"report on {', '.join(p.stem for p in paths)}: {len(val_labels)} validation faces"
                   + (f", {len(splits['test'][1])} PublicTest faces" if "test" in splits else ""))
 
@@ -219,44 +218,18 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
     for path in paths:
         numbers, logits = evaluate_model(path, splits, figures)
         models.append(numbers)
-        console.print(f"  {path.stem}: validation {_pct(numbers.accuracy.get('val'))}, PublicTest {_pct(numbers.accuracy.get('test'))}")
+        _say_accuracy(console, path, numbers)
         metadata = load_classifier(path).metadata
-        history = _history(metadata)
-        if history:
+        if history := _history(metadata):
             histories[path.stem] = history
         entry = {}
         if semi := (metadata.get(META_EXTRA) or {}).get("semi"):
             section, entry["semi"] = semi_section(path.stem, semi, figures)
             semi_sections.append(section)
-        explainer = rt.Explainer(path)
-        if explainer.has_gradient:
-            chosen = one_face_per_class(val_images, val_labels, logits["val"])
-            sheet = saliency_sheet(explainer, val_images[chosen], val_labels[chosen], faces / f"saliency-{path.stem}.png",
-                                   f"{path.stem}: saliency of the predicted class, and the face with its least salient half hidden")
-            entry["saliency"] = sheet.name
-            if explainer.has_layers:
-                for cls_name in OUTPUT_FACES:
-                    face = val_images[chosen[CLASS_NAMES.index(cls_name)]]
-                    outputs = explainer.layer_outputs(face)
-                    for layer in layers:
-                        if layer in outputs:
-                            from .explain.sheets import feature_maps
-
-                            file = feature_maps(outputs[layer], face, faces / f"outputs-{path.stem}-{layer}-{cls_name.lower()}.png",
-                                                f"{path.stem} {layer} outputs for a {cls_name.lower()} face")
-                            entry.setdefault("outputs", []).append(file.name)
-            entry["filters"] = filter_sheets(explainer, path.stem, layers, steps, figures, max_filters, console)
+        entry.update(_explanation_pictures(path, splits["val"], logits["val"], figures, faces, layers, steps, max_filters, console))
         explained[path.stem] = entry
-    variants = []
-    for path in [models_dir / f"{p.stem}.{v}.onnx" for p in paths for v in REPORT_VARIANTS]:
-        if path.is_file():
-            numbers, _ = evaluate_model(path, splits, figures)
-            variants.append(numbers)
-            console.print(f"  {path.stem}: validation {_pct(numbers.accuracy.get('val'))}, PublicTest {_pct(numbers.accuracy.get('test'))}")
-    if histories:
-        plot_curves(histories, figures / "curves.png", title="training curves of the shipped models")
-    if {"cnn", "dnn"} <= set(histories):
-        plot_curves({k: histories[k] for k in ("cnn", "dnn")}, figures / "curves-cnn-dnn.png", title="the study's CNN against its DNN of the same size")
+    variants = _variant_numbers(paths, splits, figures, console)
+    _plot_histories(histories, figures)
 
     summary = {"models": [m.__dict__ for m in models], "variants": [m.__dict__ for m in variants], "pictures": explained, "curves": sorted(histories),
                "data": {"val": len(val_labels), "test": len(splits["test"][1]) if "test" in splits else 0},
@@ -267,3 +240,62 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
     console.print(f"report written to {out_dir} in {summary['seconds']:.0f} s (numbers.md, summary.json, figures/, faces/)")
     return summary
 
+
+def _say_accuracy(console: Console, path: Path, numbers: ModelNumbers) -> None:
+    console.print(f"  {path.stem}: validation {_pct(numbers.accuracy.get('val'))}, PublicTest {_pct(numbers.accuracy.get('test'))}")
+
+
+def _explanation_pictures(path: Path, val: tuple[np.ndarray, np.ndarray], val_logits: np.ndarray, figures: Path, faces: Path,
+                          layers, steps, max_filters: int | None, console: Console) -> dict:
+    """The pictures that explain the model in ``path``: saliency on one validation face per class, the outputs of
+    ``layers`` for a happy and a surprised face, and the layers' filters. Nothing for a model without explanation graphs."""
+    explainer = rt.Explainer(path)
+    if not explainer.has_gradient:
+        return {}
+    val_images, val_labels = val
+    chosen = one_face_per_class(val_images, val_labels, val_logits)
+    sheet = saliency_sheet(explainer, val_images[chosen], val_labels[chosen], faces / f"saliency-{path.stem}.png",
+                           f"{path.stem}: saliency of the predicted class, and the face with its least salient half hidden")
+    pictures = {"saliency": sheet.name}
+    if explainer.has_layers:
+        output_faces = [val_images[chosen[CLASS_NAMES.index(c)]] for c in OUTPUT_FACES]
+        if outputs := _layer_output_sheets(explainer, path.stem, output_faces, layers, faces):
+            pictures["outputs"] = outputs
+    pictures["filters"] = filter_sheets(explainer, path.stem, layers, steps, figures, max_filters, console)
+    return pictures
+
+
+def _layer_output_sheets(explainer, name: str, output_faces: list[np.ndarray], layers, faces: Path) -> list[str]:
+    """``faces/outputs-<model>-<layer>-<class>.png``: the outputs of each of ``layers`` for each face of :data:`OUTPUT_FACES`."""
+    from .explain.sheets import feature_maps
+
+    files = []
+    for cls_name, face in zip(OUTPUT_FACES, output_faces):
+        outputs = explainer.layer_outputs(face)
+        for layer in layers:
+            if layer in outputs:
+                file = feature_maps(outputs[layer], face, faces / f"outputs-{name}-{layer}-{cls_name.lower()}.png",
+                                    f"{name} {layer} outputs for a {cls_name.lower()} face")
+                files.append(file.name)
+    return files
+
+
+def _variant_numbers(paths: list[Path], splits: dict, figures: Path, console: Console) -> list[ModelNumbers]:
+    """The numbers of the test-time variants beside the reported models (``<model>.tta.onnx``, ``<model>.ensemble.onnx``)."""
+    variants = []
+    for path in [p.with_name(f"{p.stem}.{v}.onnx") for p in paths for v in REPORT_VARIANTS]:
+        if path.is_file():
+            numbers, _ = evaluate_model(path, splits, figures)
+            variants.append(numbers)
+            _say_accuracy(console, path, numbers)
+    return variants
+
+
+def _plot_histories(histories: dict[str, list[dict]], figures: Path) -> None:
+    """``curves.png`` of every model that carries its history, and the study's CNN against DNN when both do."""
+    from .plots import plot_curves
+
+    if histories:
+        plot_curves(histories, figures / "curves.png", title="training curves of the shipped models")
+    if {"cnn", "dnn"} <= set(histories):
+        plot_curves({k: histories[k] for k in ("cnn", "dnn")}, figures / "curves-cnn-dnn.png", title="the study's CNN against its DNN of the same size")

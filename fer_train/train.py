@@ -13,13 +13,14 @@ epoch number, so ``--resume`` after an interrupt reaches the same weights as a r
 
 Under ``torchrun`` the same loop trains one model on several processes (:mod:`fer_train.distributed`): each rank
 takes its part of every batch, DDP averages the gradients, validation is shared out and summed, and rank 0
-alone writes the run folder, reports and exports. The run folder's files are :mod:`fer_train.run_folder`'s,
-stopping is :mod:`fer_train.stops`', the devices :mod:`fer_train.devices`'.
+alone writes the run folder, reports and exports. What every run does around its loop (set-up, the ``start``,
+``interrupted`` and ``done`` events, curves, export) is :mod:`fer_train.run`'s, shared with the semi-supervised run;
+the run folder's files are :mod:`fer_train.run_folder`'s, stopping is :mod:`fer_train.stops`', the devices
+:mod:`fer_train.devices`'.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,20 +29,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fer_runtime.contract import EVENT_DONE, EVENT_EPOCH, EVENT_INTERRUPTED, EVENT_MESSAGE, EVENT_START
+from fer_runtime.contract import EVENT_EPOCH
 
 from . import distributed
 from .checkpoint import load_parent, load_resume_checkpoint, save_checkpoint
 from .config import TrainConfig, check_same_split
-from .data import load_splits
-from .devices import as_tensors, bf16_supported, describe_devices, describe_hardware, run_device
+from .devices import as_tensors, describe_hardware
 from .distill import teacher_log_probs
 from .epoch import EpochStats, build_optimizer, evaluate_loss_acc, train_one_epoch
 from .models import count_parameters, create_model
 from .onnx_import import UNFOLDED_KEY, calibrate_unfolded_batchnorm
 from .progress import Reporter
-from .run_folder import HISTORY_FILE, new_run_dir, open_run_dir, write_json
-from .stops import check_stop_everywhere, run_until_stopped
+from .run import Run, begin_run
+from .run_folder import HISTORY_FILE, open_run_dir, write_json
+from .stops import check_stop_everywhere
 
 CALIBRATION_IMAGES = 4096  # training images that calibrate the BatchNorms of a model fine-tuned from an export
 
@@ -116,12 +117,17 @@ class EpochLoop:
         self.state = LoopState(list(checkpoint["history"]), checkpoint["best_metric"], checkpoint["best_epoch"], checkpoint["epoch"])
         return checkpoint
 
+    def kept_model(self) -> nn.Module:
+        """The model that is evaluated and whose weights ``best.pt`` keeps (a mode may keep an average of them)."""
+        return self.model
+
     def save(self, path: Path, last: bool = True, fields: dict | None = None) -> None:
-        """A checkpoint of the state. A ``last`` one also holds the optimizer, the schedule and ``fields`` (default:
-        :meth:`checkpoint_fields`), so that the run continues from it."""
+        """A checkpoint of the state. A ``last`` one holds the trained weights and also the optimizer, the schedule and
+        ``fields`` (default: :meth:`checkpoint_fields`), so that the run continues from it; a best one holds
+        :meth:`kept_model`'s weights."""
         s, config = self.state, self.config
         own = (self.checkpoint_fields() if fields is None else fields) if last else {}
-        save_checkpoint(path, model=self.model, model_name=config.model, model_kwargs=config.model_kwargs, config=config.to_dict(),
+        save_checkpoint(path, model=self.model if last else self.kept_model(), model_name=config.model, model_kwargs=config.model_kwargs, config=config.to_dict(),
                         epoch=s.epoch, best_metric=s.best_acc, best_epoch=s.best_epoch, history=s.history,
                         optimizer=self.optimizer if last else None, scheduler=self.scheduler if last else None,
                         extra={**self.extra, **own})
@@ -157,7 +163,9 @@ class EpochLoop:
 
 class SupervisedLoop(EpochLoop):
     """Plain training on labeled images (also distillation, and one rank of a torchrun group): ``net`` trains (the
-    DDP-wrapped model under torchrun), ``model`` is evaluated and saved."""
+    DDP-wrapped model under torchrun), ``model`` is evaluated and saved. With ``config.ema`` an exponential moving
+    average of the weights (and BatchNorm statistics) is updated after every step; it is the model evaluated and
+    kept in ``best.pt``, and each epoch's record also has the trained weights' own ``val_acc_raw``."""
 
     def __init__(self, folder: Path, model: nn.Module, config: TrainConfig, reporter: Reporter, train_xy, val_xy,
                  extra: dict | None = None, teacher: torch.Tensor | None = None, epochs_before: int = 0):
@@ -169,6 +177,26 @@ class SupervisedLoop(EpochLoop):
         self.train_xy, self.val_xy, self.teacher, self.epochs_before = train_xy, val_xy, teacher, epochs_before
         self.batch_reporter = reporter if world.is_main else None
         self.net = model  # what trains: wrapped by :meth:`distribute` under torchrun
+        self.ema = None
+        if config.ema > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+
+    def kept_model(self) -> nn.Module:
+        return self.model if self.ema is None else self.ema.module
+
+    def checkpoint_fields(self) -> dict:
+        return {} if self.ema is None else {"ema": self.ema.state_dict()}
+
+    def restore(self, checkpoint: dict) -> dict:
+        super().restore(checkpoint)
+        if self.ema is not None:
+            if "ema" not in checkpoint:
+                raise ValueError(f"{self.folder / 'last.pt'}: has no moving average of the weights, but the run's config.json asks for --ema "
+                                 f"{self.config.ema}")
+            self.ema.load_state_dict(checkpoint["ema"])
+        return checkpoint
 
     def distribute(self, device: torch.device) -> None:
         """Wrap the model for DDP (after restoring: DDP sends rank 0's weights to the others)."""
@@ -176,11 +204,16 @@ class SupervisedLoop(EpochLoop):
 
     def train_epoch(self, epoch: int) -> tuple[EpochStats, dict]:
         x, y = self.train_xy
-        return train_one_epoch(self.net, self.optimizer, self.scheduler, x, y, self.config, epoch, self.batch_reporter,
-                               epochs_before=self.epochs_before, teacher=self.teacher), {}
+        after_step = None if self.ema is None else (lambda: self.ema.update_parameters(self.model))
+        stats = train_one_epoch(self.net, self.optimizer, self.scheduler, x, y, self.config, epoch, self.batch_reporter,
+                                epochs_before=self.epochs_before, teacher=self.teacher, after_step=after_step)
+        if self.ema is None:
+            return stats, {}
+        raw_loss, raw_acc = evaluate_loss_acc(self.model, *self.val_xy, bf16=self.config.bf16)
+        return stats, {"val_loss_raw": raw_loss, "val_acc_raw": raw_acc}
 
     def evaluate(self) -> tuple[float, float]:
-        return evaluate_loss_acc(self.model, *self.val_xy, bf16=self.config.bf16)
+        return evaluate_loss_acc(self.kept_model(), *self.val_xy, bf16=self.config.bf16)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,24 +247,16 @@ def start_from_parent(config: TrainConfig, model: nn.Module, images: torch.Tenso
     return parent_summary(config.init_from).get("initialized_from")
 
 
-def _say_how_it_runs(config: TrainConfig, device: torch.device, resume: bool, reporter: Reporter) -> None:
-    world = distributed.world()
-    if config.bf16 and not bf16_supported(device):
-        reporter.emit(EVENT_MESSAGE, text="bf16 is not supported on this device; training in float32")
-    if resume and config.world_size != world.size:
-        reporter.emit(EVENT_MESSAGE, text=f"this run trained on {config.world_size} process(es) so far and continues on {world.size}: "
-                                          "the same batches, but the augmentation and dropout of ranks other than 0 are drawn differently")
-
-
 def _new_model(config: TrainConfig, device: torch.device) -> nn.Module:
     torch.manual_seed(config.weights_seed)  # the initial weights
     model = create_model(config.model, **config.model_kwargs).to(device)
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
-def _prepare_loop(config: TrainConfig, run_dir: Path, splits, device: torch.device, reporter: Reporter, resume: bool) -> SupervisedLoop:
+def _prepare_loop(run: Run) -> SupervisedLoop:
     """The run's loop, restored from ``last.pt`` when it resumes or started from its parent's weights; its folder
     written. Under torchrun rank 0 reads and writes the folder and sends the others what they need of it."""
+    config, run_dir, splits, device, reporter, resume = run.config, run.run_dir, run.splits, run.device, run.reporter, run.resume
     world = distributed.world()
     train_x, train_y = as_tensors(splits.train, device)
     model = _new_model(config, device)
@@ -263,46 +288,23 @@ def train(config: TrainConfig, run_dir: str | Path | None = None, reporter: Repo
     Under torchrun every rank calls this with the same arguments and they train one model together
     (:mod:`fer_train.distributed`); rank 0 alone reads and writes the run folder, reports and exports, and sends
     the others what they need of it (a resumed checkpoint, a teacher's predictions)."""
-    world = distributed.world()
-    distributed.check_global_batch(config.batch_size)
-    reporter = distributed.rank_reporter(reporter or Reporter("auto"))
-    device = run_device(config.device, config.threads)
-    _say_how_it_runs(config, device, resume, reporter)
-    config = dataclasses.replace(config, world_size=world.size)
-    run_dir = Path(run_dir) if run_dir is not None else distributed.from_rank0(lambda: new_run_dir(config))
-    splits = load_splits(config)  # every rank reads the data (on every machine)
-    if splits.source.skipped:
-        reporter.emit(EVENT_MESSAGE, text=f"skipped {len(splits.source.skipped)} bad rows: " + "; ".join(map(str, splits.source.skipped[:10])))
-    loop = _prepare_loop(config, run_dir, splits, device, reporter, resume)
-    start_epoch = loop.state.epoch + 1
-    reporter.emit(EVENT_START, run_dir=str(run_dir), model=config.model, parameters=count_parameters(loop.model),
-                  epochs=config.epochs, start_epoch=start_epoch, steps_per_epoch=distributed.epoch_steps(len(loop.train_xy[1]), config.batch_size),
-                  train_size=len(loop.train_xy[1]), val_size=len(loop.val_xy[1]), device=describe_devices(device), config=config.to_dict(),
-                  **loop.extra["training"])
-    started = time.perf_counter()
-    stop = run_until_stopped(loop.run)
-    reporter.close()
-    history = loop.state.history
-    if history and world.is_main:
-        from .plots import plot_curves
-
-        plot_curves({config.model: history}, run_dir / "curves.png", title=f"{config.model}: {run_dir.name}")
+    run = begin_run(config, run_dir, reporter, resume)
+    loop = _prepare_loop(run)
+    state = loop.state
+    run.announce(parameters=count_parameters(loop.model), start_epoch=state.epoch + 1, train_size=len(loop.train_xy[1]),
+                 val_size=len(loop.val_xy[1]), **loop.extra["training"])
+    stop = run.train_until_stopped(loop.run)
+    run.plot_curves(state.history, run.run_dir)
     if stop is not None:
-        reporter.emit(EVENT_INTERRUPTED, run_dir=str(run_dir), epoch=loop.state.epoch)
-        if stop.agreed:
-            distributed.barrier()  # torchrun stops the group when one rank exits: none leaves before rank 0 has written
-        return TrainResult(run_dir, loop.state.best_acc, loop.state.best_epoch, history, None, interrupted=True)
+        run.interrupted(stop, epoch=state.epoch)
+        return TrainResult(run.run_dir, state.best_acc, state.best_epoch, state.history, None, interrupted=True)
     # rank 0 exports while the others wait for it: the ranks leave together, and an export that fails stops them all
-    onnx_path = distributed.from_rank0(lambda: _export(loop, splits, device, reporter)) if export else None
-    reporter.emit(EVENT_DONE, run_dir=str(run_dir), best_val_acc=loop.state.best_acc, best_epoch=loop.state.best_epoch,
-                  seconds=time.perf_counter() - started, onnx=str(onnx_path) if onnx_path else None)
-    return TrainResult(run_dir, loop.state.best_acc, loop.state.best_epoch, history, onnx_path)
+    onnx_path = distributed.from_rank0(lambda: _export(run, loop)) if export else None
+    run.done(best_val_acc=state.best_acc, best_epoch=state.best_epoch, onnx_path=onnx_path)
+    return TrainResult(run.run_dir, state.best_acc, state.best_epoch, state.history, onnx_path)
 
 
-def _export(loop: SupervisedLoop, splits, device: torch.device, reporter: Reporter) -> Path:
-    from .export import export_run
-
-    config, history = loop.config, loop.state.history
-    return export_run(loop.folder, splits=splits, reporter=reporter, export_name=config.export_name, export_dir=config.export_dir,
-                      extra_metadata={"training": {"epochs": loop.state.epoch, "wall_seconds": round(sum(h["seconds"] for h in history), 1),
-                                                   "hardware": describe_hardware(device), **loop.extra["training"]}})
+def _export(run: Run, loop: SupervisedLoop) -> Path:
+    history = loop.state.history
+    return run.export(loop.folder, training={"epochs": loop.state.epoch, "wall_seconds": round(sum(h["seconds"] for h in history), 1),
+                                             "hardware": describe_hardware(run.device), **loop.extra["training"]})

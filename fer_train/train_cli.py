@@ -40,9 +40,22 @@ def config_from_flags(args: argparse.Namespace) -> TrainConfig:
     left unset is None, or the dataclass default for the flags no recipe sets). ``--bf16`` or ``--channels-last``
     given by hand turn the recipe's ``--fast`` off."""
     fields = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "recipe" and v is not None}
+    if args.widths:
+        fields["model_kwargs"] = {"widths": args.widths}
     if args.fast is None and (args.bf16 or args.channels_last):  # the path set by hand is not timed away
         fields["fast"] = False
     return TrainConfig.from_recipe(args.recipe, **fields)
+
+
+def _widths(text: str) -> list[int]:
+    """``--widths 48,96,192,384``: whole numbers of at least 1."""
+    try:
+        widths = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"widths are whole numbers separated by commas, e.g. 48,96,192,384; got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError(f"widths must be at least 1, got {text!r}")
+    return widths
 
 
 def _train_parser() -> argparse.ArgumentParser:
@@ -84,6 +97,14 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="random zoom by a factor from 1-S to 1+S, like a random resized crop (default: %(default)s, off)")
     p.add_argument("--erase", type=float, default=None, metavar="P",
                    help=f"random erasing: each training image gets a noise rectangle (2-25 %% of it) with probability P ({r('erase')})")
+    p.add_argument("--crop", type=int, default=None, metavar="PIXELS",
+                   help="train on random crops of this side (e.g. 40) of each augmented face; the model sees the centre crop at test (fernet)")
+    p.add_argument("--mixup", type=float, default=d.mixup, metavar="ALPHA",
+                   help="mixup: mix every batch with a shuffled copy of itself by λ ~ Beta(α, α), e.g. 0.4 (default: off)")
+    p.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
+                   help="evaluate, keep and export a moving average of the weights with this decay per step, e.g. 0.999 (default: off)")
+    p.add_argument("--widths", type=_widths, default=None, metavar="W1,W2,...",
+                   help="fernet's convolution widths per stage (default 32,64,128,256; e.g. 48,96,192,384)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the validation split, and of the training unless --train-seed")
     p.add_argument("--train-seed", type=int, default=None, help="seed of the initial weights, data order, augmentation and dropout "
@@ -137,7 +158,8 @@ def _add_semi_flags(p: argparse.ArgumentParser) -> None:
     semi.add_argument("--epochs-per-round", dest="semi_epochs_per_round", type=int, default=None,
                       help=f"epochs between two selections after the first ({r('semi_epochs_per_round')})")
     semi.add_argument("--arms", dest="semi_arms", type=lambda s: [a.strip() for a in s.split(",") if a.strip()], default=",".join(d.semi_arms),
-                      help="comma-separated: baseline, self-training, per-class, fixmatch (default: %(default)s)")
+                      help="comma-separated: baseline, self-training, per-class, fixmatch, noisy-student (the baseline's soft labels "
+                           "under noise; trains after the baseline) (default: %(default)s)")
     semi.add_argument("--class-thresholds", dest="semi_class_thresholds", default=d.semi_class_thresholds,
                       help="per-class arm: 'auto' (every predicted class admits the share the global threshold admits overall) "
                            "or 7 comma-separated thresholds in class order (default: %(default)s)")

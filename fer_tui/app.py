@@ -55,6 +55,7 @@ from .views.browse import BrowseView, Filters
 from .views.confusion import ConfusionView
 from .views.context_bar import ContextBar, DataNotes, TooSmall
 from .views.filters import FiltersTab
+from .views.fit import fit
 from .views.help import HelpScreen
 from .views.models import ModelsView
 from .views.saliency import SaliencyView
@@ -95,7 +96,8 @@ class FerApp(App[None]):
         self.options = options
         self.clock = clock
         self.context = Context(settings=options.settings,
-                               cache=PredictionCache(DiskPredictions() if options.settings.disk_cache else None))
+                               cache=PredictionCache(DiskPredictions() if options.settings.disk_cache else None,
+                                                     shipped=options.settings.disk_cache))
         self.activity = ""
         self._warned: set[tuple] = set()
 
@@ -134,10 +136,9 @@ class FerApp(App[None]):
         self._check_size(event.size.width, event.size.height)
 
     def _check_size(self, width: int, height: int) -> None:
-        small = TooSmall.too_small(width, height)
-        self.screen.set_class(small, "-too-small")
-        if small:
-            self.query_one(TooSmall).show(width, height)
+        fit(self, width, height)
+        if self.has_class("-too-small"):
+            self.screen_stack[0].query_one(TooSmall).show(width, height)
 
     # -- the shared state --------------------------------------------------------------------------
 
@@ -255,8 +256,11 @@ class FerApp(App[None]):
         ctx = self.context
         if ctx.model is None or (p.model_key, p.split_name) != (ctx.model.key, ctx.split_name):
             return
-        self.set_activity(f"{len(p):,} predictions from the cache (computed in {p.seconds:.2f} s)" if p.stored
-                          else f"{len(p):,} predictions in {p.seconds:.2f} s")
+        if p.shipped:
+            self.set_activity(f"{len(p):,} predictions shipped with {p.ran} (computed in {p.seconds:.2f} s at export)")
+        else:
+            self.set_activity(f"{len(p):,} predictions from the cache (computed in {p.seconds:.2f} s)" if p.stored
+                              else f"{len(p):,} predictions in {p.seconds:.2f} s")
         self.set_context(predictions=p)
 
     def on_predict_failed(self, message: PredictFailed) -> None:
@@ -348,7 +352,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="which file predicts a split: auto, the fastest variant of the model that passed the accuracy gate "
                         "(int8, else fast, else the model), or that one (default: %(default)s)")
     p.add_argument("--no-cache", action="store_true", help="compute every prediction again instead of reading the ones an earlier "
-                   "start stored (under $FER_CACHE_DIR/predictions, keyed by the model's and the data's content)")
+                   "start stored (under $FER_CACHE_DIR/predictions) or the model shipped with (<stem>.predictions.npz), both keyed by "
+                   "the model's and the data's content")
     p.add_argument("--export-dir", default="exported", help="where the Train view's jobs export models (default: %(default)s)")
     p.add_argument("--runs-root", default="runs", help="where the Train view's jobs keep their run folders (default: %(default)s)")
     return p.parse_args(argv)

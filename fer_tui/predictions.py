@@ -2,9 +2,11 @@
 next start — and the filters of Browse.
 
 The disk copy (:class:`DiskPredictions`, under ``$FER_CACHE_DIR/predictions``) is keyed by content, never by names
-or times: the SHA-256 of the file that ran (and of the weights file beside it) and of the split's pixels and labels.
-A re-exported model, an edited CSV or another split gets another key, so a stored result can never be stale; a
-file that cannot be read is ignored and computed again.
+or times (:func:`fer_runtime.recorded_predictions.content_key`: the SHA-256 of the file that ran, of the weights file
+beside it, and of the split's pixels and labels). A re-exported model, an edited CSV or another split gets another
+key, so a stored result can never be stale; a file that cannot be read is ignored and computed again. Under the same
+key, the predictions shipped beside the model (``<stem>.predictions.npz``, recorded at export) spare a first start
+on a new machine the model run for FER2013's splits.
 
 Torch-free and textual-free: the prediction worker calls :meth:`PredictionCache.compute`, the views call
 :func:`select`.
@@ -12,20 +14,19 @@ Torch-free and textual-free: the prediction worker calls :meth:`PredictionCache.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
-import zipfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from fer_runtime.family import model_name
 from fer_runtime.io import Split, cache_root
 from fer_runtime.metrics import Report, classification_report, softmax
+from fer_runtime.recorded_predictions import content_key, load_shipped, shipped_path
 
 from .catalog import ModelEntry
 
@@ -49,6 +50,7 @@ class Predictions:
     seconds: float = 0.0
     ran: str = ""  # the file that computed them: the fastest variant that passed the gate (ModelEntry.runner)
     stored: bool = False  # read back from the disk cache (``seconds``: what computing them took then)
+    shipped: bool = False  # read from the predictions shipped beside the model (``seconds``: what computing them took at export)
     probs: np.ndarray = field(init=False, repr=False)
     predicted: np.ndarray = field(init=False, repr=False)
     confidence: np.ndarray = field(init=False, repr=False)
@@ -95,31 +97,6 @@ def predict_split(entry: ModelEntry, split_name: str, split: Split, progress: Ca
                        ran=runner.path.name)
 
 
-CACHE_FORMAT = 1  # part of every key: a change to what is stored makes old files unreachable
-
-
-def _file_digest(path: Path, digest) -> None:
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-
-
-def content_key(model_file: str | Path, split: Split) -> str:
-    """The SHA-256 of what decides the logits: the model file that runs, the weights file its family shares
-    (``<stem>.weights``, when there), and the split's pixels and labels."""
-    digest = hashlib.sha256(f"fer-predictions {CACHE_FORMAT}\n".encode())
-    model_file = Path(model_file)
-    for path in (model_file, model_file.with_name(model_name(model_file).weights_name)):
-        if path.is_file():
-            digest.update(path.name.encode() + b"\0")
-            _file_digest(path, digest)
-    images = np.ascontiguousarray(split.images)
-    digest.update(f"{images.dtype}{images.shape}".encode())
-    digest.update(memoryview(images).cast("B"))
-    digest.update(np.ascontiguousarray(np.asarray(split.labels, np.int64)).tobytes())
-    return digest.hexdigest()
-
-
 def default_folder() -> Path:
     """``$FER_CACHE_DIR/predictions`` (default ``~/.cache/fer/predictions``)."""
     return cache_root() / "predictions"
@@ -155,13 +132,15 @@ class DiskPredictions:
 
 
 class PredictionCache:
-    """Predictions by (model, split): each is computed once per app run, and read from ``disk`` (a
-    :class:`DiskPredictions`, None for memory only) when an earlier run computed it. Safe from worker threads."""
+    """Predictions by (model, split): each is computed once per app run, read from ``disk`` (a
+    :class:`DiskPredictions`, None for memory only) when an earlier run computed it, or from the predictions
+    shipped beside the model when ``shipped``. Safe from worker threads."""
 
-    def __init__(self, disk: DiskPredictions | None = None):
+    def __init__(self, disk: DiskPredictions | None = None, shipped: bool = True):
         self._items: dict[tuple, Predictions] = {}
         self._lock = threading.Lock()
         self.disk = disk
+        self.shipped = shipped
 
     def get(self, entry: ModelEntry, split_name: str) -> Predictions | None:
         with self._lock:
@@ -172,23 +151,36 @@ class PredictionCache:
             self._items[(predictions.model_key, predictions.split_name)] = predictions
 
     def compute(self, entry: ModelEntry, split_name: str, split: Split, **kwargs) -> Predictions:
-        """From memory, else from disk, else computed (and then stored in both)."""
+        """From memory, else from disk (the user's cache, then the predictions shipped beside the model), else computed
+        (and then stored in both)."""
         cached = self.get(entry, split_name)
         if cached is not None:
             return cached
         runner = entry.runner
-        key = content_key(runner.path, split) if self.disk is not None and runner is not None else None
-        stored = self.disk.load(key) if key is not None else None
-        if stored is not None and stored[0].shape == (len(split), len(entry.class_names)):
-            logits, seconds, ran = stored
-            predictions = Predictions(entry.key, split_name, logits, np.asarray(split.labels, np.int64), entry.class_names, seconds,
-                                      ran=ran, stored=True)
-        else:
+        kept = runner is not None and (self.disk is not None or (self.shipped and shipped_path(runner.path).is_file()))
+        key = content_key(runner.path, split) if kept else None
+        predictions = self._read(key, runner.path, entry, split_name, split) if key is not None else None
+        if predictions is None:
             predictions = predict_split(entry, split_name, split, **kwargs)
-            if key is not None:
+            if key is not None and self.disk is not None:
                 self.disk.save(key, predictions)
         self.put(predictions)
         return predictions
+
+    def _read(self, key: str, model_file: Path, entry: ModelEntry, split_name: str, split: Split) -> Predictions | None:
+        """The predictions kept under ``key``: in the user's cache, else shipped beside the model; None if neither has them."""
+        stored = self.disk.load(key) if self.disk is not None else None
+        shipped = load_shipped(model_file, key) if stored is None and self.shipped else None
+        if stored is not None:
+            logits, seconds, ran = stored
+        elif shipped is not None:
+            logits, seconds, ran = shipped[0], shipped[1].seconds, shipped[1].ran
+        else:
+            return None
+        if logits.shape != (len(split), len(entry.class_names)):
+            return None
+        return Predictions(entry.key, split_name, logits, np.asarray(split.labels, np.int64), entry.class_names, seconds, ran=ran,
+                           stored=stored is not None, shipped=shipped is not None)
 
     def __len__(self) -> int:
         return len(self._items)

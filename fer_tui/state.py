@@ -29,7 +29,7 @@ class Settings:
     runs_root: Path = Path("runs")
     train_threads: int = max(1, (os.cpu_count() or 2) - 1)  # leave a core for the UI
     variant: str = "auto"  # which file predicts a split: the fastest variant that passed the gate, or fp32/fast/int8
-    disk_cache: bool = True  # keep predictions on disk for the next start (fer_tui.predictions.DiskPredictions)
+    disk_cache: bool = True  # keep predictions on disk for the next start, and read those shipped beside the model (fer_tui.predictions)
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,7 @@ def test_scale_and_fast_reach_the_run(demo_csv, tmp_path, capsys, monkeypatch):
     import json
 
     from fer_train import speed
-    from fer_train.train import bf16_supported
+    from fer_train.devices import bf16_supported
 
     timed = []
     fake_rates = {(False, True): 100.0, (True, False): 300.0, (True, True): 200.0}

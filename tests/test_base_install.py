@@ -98,7 +98,7 @@ def test_base_install_runs_the_tui_and_a_model_without_torch(tmp_path):
     assert bundled.returncode == 0, bundled.stderr[-3000:]
     folder, files, best, runner = json.loads(bundled.stdout.strip().splitlines()[-1])
     assert str(env_dir) in folder and all(name.startswith("fer-best.") for name in files), files
-    assert "fer-best.weights" in files and "fer-best.grad.onnx" in files
+    assert "fer-best.weights" in files and "fer-best.grad.onnx" in files and "fer-best.predictions.npz" in files
     assert best.startswith(folder) and runner == "fer-best.tta.int8.onnx"
 
     predict = _run([bin_dir / "fer-predict", "astronaut.png", "--format", "jsonl"], cwd=elsewhere)

@@ -100,6 +100,120 @@ def test_skip_bad_reports_every_skipped_row(tmp_path):
     assert list(src.splits["Training"].origin) == [2, 4]
 
 
+def _same_source(a, b):
+    assert (a.format, list(a.splits), a.skipped) == (b.format, list(b.splits), b.skipped)
+    for name in a.splits:
+        x, y = a.splits[name], b.splits[name]
+        for left, right in ((x.images, y.images), (x.labels, y.labels), (np.asarray(x.origin), np.asarray(y.origin))):
+            assert left.dtype == right.dtype and left.shape == right.shape and np.array_equal(left, right), name
+
+
+def _both_paths(path):
+    """What the fast path and the careful path make of a file (the fast one None when it declines)."""
+    import fer_runtime.csv_parse as csv_parse
+
+    raw = path.read_bytes()
+    fast = csv_parse._parse_clean_csv(path, raw)
+    return fast, csv_parse._parse_csv_rows(path, csv_parse._decode(path, raw), skip_bad=False)
+
+
+def _kaggle_lines(n=14, seed=0):
+    x, y = _rows(n, seed)
+    usages = (["Training", "PublicTest", "PrivateTest"] * n)[:n]
+    return encode_csv(x, y, usages).splitlines()
+
+
+@pytest.mark.parametrize("variant", ["plain", "bom", "blank lines at the end", "leading zeros", "spaces around pixels",
+                                     "course-train", "course-test", "one block per row pair"])
+def test_the_fast_path_reads_exactly_what_the_careful_one_reads(tmp_path, monkeypatch, variant):
+    import fer_runtime.csv_parse as csv_parse
+
+    lines = _kaggle_lines()
+    if variant == "bom":
+        lines[0] = "\ufeff" + lines[0]
+    elif variant == "blank lines at the end":
+        lines += ["", "   ", "\t"]
+    elif variant == "leading zeros":
+        label, pixels, usage = lines[1].split(",")
+        lines[1] = f"{label},{' '.join(v.zfill(3) for v in pixels.split())},{usage}"  # 7 → 007: three digits still
+    elif variant == "spaces around pixels":
+        label, pixels, usage = lines[2].split(",")
+        lines[2] = f"{label},  {pixels.replace(' ', '  ', 9)} ,{usage}"
+    elif variant in ("course-train", "course-test"):
+        lines = ["label,feature" if variant == "course-train" else "id,feature"] + [
+            f"{i if variant == 'course-test' else line.split(',')[0]},{line.split(',')[1]}" for i, line in enumerate(lines[1:])]
+    elif variant == "one block per row pair":
+        monkeypatch.setattr(csv_parse, "CLEAN_BLOCK_ROWS", 2)  # several blocks, the last one short
+    path = tmp_path / "clean.csv"
+    path.write_bytes("\n".join(lines).encode() + b"\n")
+    fast, careful = _both_paths(path)
+    assert fast is not None, "the fast path declined a clean file"
+    _same_source(fast, careful)
+    _same_source(load_source(path, use_cache=False), careful)
+
+
+@pytest.mark.parametrize("change", ["crlf", "tab", "label with a space", "label 03", "arabic-indic label", "usage with a space",
+                                    "four digits"])
+def test_what_the_fast_path_declines_the_careful_path_reads(tmp_path, change):
+    lines = _kaggle_lines()
+    label, pixels, usage = lines[3].split(",")
+    edits = {"tab": f"{label},{pixels.replace(' ', chr(9), 1)},{usage}", "label with a space": f" {label},{pixels},{usage}",
+             "label 03": f"0{label},{pixels},{usage}", "arabic-indic label": f"{chr(0x660 + int(label))},{pixels},{usage}",
+             "usage with a space": f"{label},{pixels},{usage} ",
+             "four digits": f"{label},{' '.join(v.zfill(4) for v in pixels.split())},{usage}"}
+    lines[3] = edits.get(change, lines[3])
+    path = tmp_path / "odd.csv"
+    path.write_bytes(("\r\n".join(lines) if change == "crlf" else "\n".join(lines)).encode() + b"\n")
+    fast, careful = _both_paths(path)
+    assert fast is None
+    _same_source(load_source(path, use_cache=False), careful)
+    x, y = _rows()
+    edited = careful.splits["PrivateTest"]  # lines[3]: the third row, line 4 of the file
+    assert edited.origin[0] == 4 and np.array_equal(edited.images[0], x[2]) and edited.labels[0] == y[2]
+
+
+def test_a_bad_row_in_a_later_block_is_named_by_its_line(tmp_path, monkeypatch):
+    import fer_runtime.csv_parse as csv_parse
+
+    monkeypatch.setattr(csv_parse, "CLEAN_BLOCK_ROWS", 4)
+    lines = _kaggle_lines()
+    lines[11] = lines[11].replace(" ", " 256 ", 1)  # line 12 of the file, in the third block: one number too many, and too large
+    path = tmp_path / "late.csv"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as err:
+        load_source(path, use_cache=False)
+    assert err.value.line == 12 and "expected 2304 pixel values (48×48), found 2305" in str(err.value)
+    skipped = load_source(path, skip_bad=True, use_cache=False)
+    assert [bad.line for bad in skipped.skipped] == [12] and 12 not in np.concatenate([s.origin for s in skipped.splits.values()])
+
+
+def test_the_fast_path_never_reads_a_file_otherwise_than_the_careful_one(tmp_path):
+    """Seeded random damage to a clean file: whenever the fast path accepts the result, the careful path reads it
+    the same; wherever the careful path finds a bad row, the fast path has declined."""
+    clean = ("\n".join(_kaggle_lines(4)) + "\n").encode()
+    rng = np.random.default_rng(31)
+    pieces = [b" ", b"  ", b",", b"\n", b"\r", b"\t", b"0", b"7", b"25", b"300", b"-", b"+", b"x", b"\x1f", b"\xc3\xa9", b""]
+    accepted = 0
+    path = tmp_path / "damaged.csv"
+    for _ in range(300):
+        raw = bytearray(clean)
+        for _ in range(rng.integers(1, 3)):
+            at = int(rng.integers(0, len(raw)))
+            raw[at:at + int(rng.integers(0, 3))] = pieces[rng.integers(len(pieces))]
+        path.write_bytes(bytes(raw))
+        try:
+            fast, careful = _both_paths(path)
+        except DataError:
+            import fer_runtime.csv_parse as csv_parse
+
+            assert csv_parse._parse_clean_csv(path, bytes(raw)) is None, bytes(raw)[:200]
+            continue
+        if fast is not None:
+            accepted += 1
+            _same_source(fast, careful)
+    assert accepted > 10  # the damage sometimes leaves a file that is still clean (a 7 for a 0, say)
+
+
 def test_empty_and_headerless_files(tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("")

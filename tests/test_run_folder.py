@@ -83,3 +83,45 @@ def test_a_semi_run_names_the_damaged_checkpoint_of_its_arm(tmp_path, demo_csv, 
     (run / "self-training" / "last.pt").write_bytes(b"")
     message = _error(capsys, "--resume", str(run))
     assert "self-training/last.pt: empty (0 bytes)" in message and f"delete the folder {run / 'self-training'}" in message
+
+
+@pytest.fixture
+def semi_run(run):
+    """A summarised semi-supervised run: ``semi.json`` and two arms, each an ordinary run folder."""
+    semi = run.parent / "semi"
+    for arm in ("baseline", "self-training"):
+        (semi / arm).mkdir(parents=True)
+        for name in ("best.pt", "last.pt", "config.json"):
+            (semi / arm / name).write_bytes((run / name).read_bytes())
+        (semi / arm / "history.json").write_text(json.dumps([{"epoch": 1, "val_acc": 0.2}]))
+    (semi / "semi.json").write_text(json.dumps({"arms": {"baseline": {"best_val_acc": 0.2}, "self-training": {"best_val_acc": 0.2}}}))
+    return semi
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda semi: (semi / "semi.json").write_text('{"arms": {"base'), "semi.json: damaged: not valid JSON at line 1"),
+    (lambda semi: (semi / "semi.json").write_text(""), "semi.json: empty (0 bytes of JSON)"),
+    (lambda semi: (semi / "semi.json").write_text("[]"), "semi.json: damaged: holds a JSON list, not the dict"),
+    (lambda semi: (semi / "semi.json").write_text('{"arms": ["baseline"]}'), "semi.json: damaged: has no table of arms"),
+    (lambda semi: (semi / "self-training" / "history.json").unlink(), "self-training/history.json: missing"),
+    (lambda semi: (semi / "self-training" / "history.json").write_text("[1]"), "self-training/history.json: damaged: record 1 is a JSON int"),
+])
+def test_the_summary_an_arm_exports_names_the_damaged_file(semi_run, damage, expected):
+    from fer_runtime.io import DataError
+    from fer_train.export import semi_summary
+
+    assert set(semi_summary(semi_run / "baseline")["semi"]["histories"]) == {"baseline", "self-training"}
+    damage(semi_run)
+    with pytest.raises(DataError) as caught:
+        semi_summary(semi_run / "baseline")
+    message = str(caught.value)
+    assert expected in message
+    assert f"--resume {semi_run}" in message  # what to do
+
+
+def test_exporting_an_arm_of_a_damaged_semi_run_says_which_file(semi_run, capsys):
+    (semi_run / "semi.json").write_text('{"arms": ')
+    assert cli.main(["export", str(semi_run / "baseline")]) == 2
+    message = " ".join(capsys.readouterr().err.split())
+    assert f"{semi_run / 'semi.json'}: damaged" in message and "Traceback" not in message
+    assert not (semi_run / "baseline" / "model.onnx").exists()  # refused before anything is written

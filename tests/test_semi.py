@@ -372,7 +372,7 @@ def test_every_registered_model_self_trains(demo_csv, tmp_path, name):
 def test_settings_a_user_can_get_wrong(demo_csv, capsys):
     with pytest.raises(ValueError, match=r"--threshold must lie in \[0, 1\), got 1.0"):
         semi_config(_config(demo_csv, semi_threshold=1.0))
-    with pytest.raises(ValueError, match="--arms takes a comma-separated list of baseline, self-training, per-class, fixmatch; got selftrain"):
+    with pytest.raises(ValueError, match="--arms takes a comma-separated list of baseline, self-training, per-class, fixmatch, noisy-student; got selftrain"):
         semi_config(_config(demo_csv, semi_arms=["selftrain"]))
     with pytest.raises(ValueError, match="--class-thresholds needs 7 numbers"):
         semi_config(_config(demo_csv, semi_class_thresholds="0.5,0.5"))
@@ -397,3 +397,66 @@ def test_the_default_semi_command_has_a_long_first_round_and_the_study_recipe_is
     assert (study.semi_first_round_epochs, study.semi_rounds, study.semi_epochs_per_round, study.epochs) == (None, 4, 5, 20)
     assert (study.schedule, study.flip, study.rotation, study.shift) == ("none", False, 40.0, 0.2)
     assert planned("--first-round-epochs", "10", "--rounds", "2").epochs == 15
+
+
+# ----------------------------------------------------------------------------------------------------
+# the noisy-student arm
+
+def test_noisy_student_learns_the_baselines_soft_labels_without_the_hidden_ones(demo_csv, tmp_path, monkeypatch):
+    """The teacher is the baseline's best epoch (face and mirror averaged); half of every batch is labeled; the
+    hidden labels only grade the teacher's labels. Poisoning them changes the grade, never the weights."""
+    import fer_train.semi.noisy as noisy
+
+    config = _config(demo_csv, semi_arms=["baseline", "noisy-student"], mixup=0.4, erase=0.5)
+    honest = train_semi(config, tmp_path / "honest", _quiet(), export=False)
+    folder = honest.run_dir / "noisy-student"
+    soft = np.load(folder / "teacher.npz")["probabilities"]
+    data, _ = prepare(load_splits(semi_config(config)), semi_config(config), CPU)
+    expected = noisy.teacher_probabilities(honest.run_dir / "baseline", data.unlabeled_x, semi_config(config))
+    assert soft.shape == (len(data.unlabeled_x), len(CLASS_NAMES)) and np.allclose(soft, expected)
+    assert np.allclose(soft.sum(1), 1, atol=1e-5)
+    history = json.loads((folder / "history.json").read_text())
+    assert [h["train_images"] for h in history] == [2 * len(data.labeled_y)] * config.semi_rounds * config.semi_epochs_per_round
+    teacher_round = json.loads((folder / "rounds.json").read_text())
+    assert len(teacher_round) == 1 and teacher_round[0]["admitted"] == len(data.unlabeled_x)
+    assert honest.summary["main_arm"] == "noisy-student" and "val_vs_baseline" in honest.summary["comparison"][1]
+
+    class PoisonedAudit(PseudoLabelAudit):
+        def __init__(self, hidden_labels):
+            super().__init__(np.zeros_like(hidden_labels))
+
+    monkeypatch.setattr(semi_selection, "PseudoLabelAudit", PoisonedAudit)
+    poisoned = train_semi(config, tmp_path / "poisoned", _quiet(), export=False)
+    _assert_same_weights(_weights(folder), _weights(poisoned.run_dir / "noisy-student"))
+    grades = [json.loads((r.run_dir / "noisy-student" / "rounds.json").read_text())[0]["pseudo_precision"] for r in (honest, poisoned)]
+    assert grades[0] != grades[1]
+
+
+def test_noisy_student_resumes_to_the_same_weights_and_needs_the_baseline(demo_csv, tmp_path, monkeypatch):
+    import fer_train.semi.noisy as noisy
+
+    config = _config(demo_csv, semi_arms=["baseline", "noisy-student"])
+    straight = train_semi(config, tmp_path / "straight", _quiet(), export=False)
+    calls = {"n": 0}
+    real_epoch = semi_arm.noisy_student_epoch
+
+    def stop_at_the_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(semi_arm, "noisy_student_epoch", stop_at_the_second_epoch)
+    assert train_semi(config, tmp_path / "resumed", _quiet(), export=False).interrupted
+    monkeypatch.setattr(semi_arm, "noisy_student_epoch", real_epoch)
+    assert cli_main(["--resume", str(tmp_path / "resumed"), "--progress", "plain", "--no-export"]) == 0
+    _assert_same_weights(_weights(straight.run_dir / "noisy-student"), _weights(tmp_path / "resumed" / "noisy-student"))
+    rounds = [json.loads((d / "noisy-student" / "rounds.json").read_text()) for d in (straight.run_dir, tmp_path / "resumed")]
+    assert _without_timings(rounds[0]) == _without_timings(rounds[1])
+
+    with pytest.raises(ValueError, match="add baseline"):
+        semi_config(_config(demo_csv, semi_arms=["noisy-student"]))
+    half = tmp_path / "half"
+    train_semi(_config(demo_csv, semi_arms=["baseline"], semi_rounds=1), half, _quiet(), export=False)  # 1 of 3 epochs
+    with pytest.raises(ValueError, match="has trained 1 of 3 epochs"):
+        noisy.teacher_probabilities(half / "baseline", torch.zeros(4, 1, 48, 48, dtype=torch.uint8), semi_config(config))

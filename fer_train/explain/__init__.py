@@ -1,6 +1,8 @@
 """Explanations of a trained model: where it looks and what its filters respond to.
 
-- ``backward``: input gradients written with forward operators, so the ONNX exporter can translate them;
+- ``layer_steps``: a model as a chain of layers, each with its backward pass written in forward operators;
+- ``backward``: the gradient graphs made of those steps (input gradient, filter gradient, layer outputs, Grad-CAM),
+  which the ONNX exporter can translate;
 - ``gradient_onnx``: the companion ONNX graphs beside a model (gradient, layer outputs, filter gradients),
   checked against torch autograd when they are written;
 - ``saliency``: gradient, SmoothGrad and occlusion maps in torch;

@@ -50,11 +50,19 @@ def shifted_views(pixels: int, vertical: bool = True) -> tuple[View, ...]:
     return FLIP_VIEWS + tuple(View(m, dy, dx) for m in (False, True) for dy, dx in moves)
 
 
+def corner_views(pixels: int) -> tuple[View, ...]:
+    """The face and its mirror image, each also shifted by ``pixels`` diagonally to the four corners: 10 views. For a
+    model trained on random 40-pixel crops (which sees the centre 40 of a 48-pixel face) a shift of 4 is the
+    ten-crop testing of the crop recipes: the four corner crops and the centre, and their mirror images."""
+    return FLIP_VIEWS + tuple(View(m, dy, dx) for m in (False, True) for dy in (pixels, -pixels) for dx in (pixels, -pixels))
+
+
 # the test-time augmentations `--variants tta` chooses from on validation, cheapest first (a tie goes to the cheaper)
 TTA_CANDIDATES: dict[str, tuple[View, ...]] = {
     "flip": FLIP_VIEWS,
     **{f"flip+hshift{k}": shifted_views(k, vertical=False) for k in (1, 2, 3)},
-    **{f"flip+shift{k}": shifted_views(k) for k in (1, 2, 3)},
+    **{f"flip+shift{k}": shifted_views(k) for k in (1, 2, 3, 4)},
+    **{f"flip+corners{k}": corner_views(k) for k in (3, 4)},
 }
 
 

@@ -119,10 +119,7 @@ def quantize_int8(model, calibration_images: np.ndarray, weight_bits: int = 7, o
       ``Max`` runs on the uint8 values themselves (the same order as the real values) instead of a
       dequantise → Max → quantise round trip, which cost a third of the int8 model's time.
     """
-    import logging
-
     import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     if weight_bits not in (7, 8):
         raise ValueError(f"weight_bits must be 7 or 8, got {weight_bits}")
@@ -131,33 +128,9 @@ def quantize_int8(model, calibration_images: np.ndarray, weight_bits: int = 7, o
     model = copy_model(as_model(model))
     groups = _prelu_groups(model)
     excluded = float_node_names(model, keep_float)
-
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs advice for every run
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            src, dst, cache = tmp / "fp32.onnx", tmp / "int8.onnx", tmp / "ranges.json"
-            onnx.save(onnx.shape_inference.infer_shapes(model), str(src))
-            with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
-                method, calibrated = _calibrated_ranges(src, calibration_images, calibration, percentile, tmp)
-            from onnxruntime.quantization.calibrate import save_tensors_data
-
-            save_tensors_data(calibrated, cache)  # quantize_static reads the ranges back instead of calibrating again
-            known = {name: (float(np.min(calibrated[name].range_value[0])), float(np.max(calibrated[name].range_value[1])))
-                     for name in calibrated.keys()}  # noqa: SIM118  (TensorsData is no dict)
-            missing = [name for group in groups for name in group[:2] if name not in known]
-            if missing:
-                known.update(_tensor_ranges(model, missing, calibration_images))
-            overrides = _range_overrides(groups, known)
-            quantize_static(str(src), str(dst), None, quant_format=QuantFormat.QDQ,
-                            per_channel=per_channel, reduce_range=weight_bits == 7, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=method, calibration_cache_path=str(cache), nodes_to_exclude=excluded,
-                            extra_options={"TensorQuantOverrides": overrides, "ActivationSymmetric": False, "WeightSymmetric": True,
-                                           "ForceQuantizeNoInputCheck": True})
-            quantized = onnx.load(str(dst))
-    finally:
-        logging.getLogger().setLevel(quiet)
+    with _quiet_root_logger():  # the quantizer logs advice for every run
+        quantized = _quantize_static(model, calibration_images, groups, excluded, weight_bits=weight_bits, calibration=calibration,
+                                     percentile=percentile, per_channel=per_channel)
     max_in_uint8 = pad_in_uint8 = 0
     if on_uint8:  # False only to measure what it gains (benchmarks/bench_inference.py)
         quantized, max_in_uint8, pad_in_uint8 = _on_quantized_values(quantized)
@@ -171,6 +144,47 @@ def quantize_int8(model, calibration_images: np.ndarray, weight_bits: int = 7, o
              "calibration_images": int(len(calibration_images)), "float_nodes": excluded, "prelu_max_on_uint8": max_in_uint8,
              "pad_on_uint8": pad_in_uint8}
     return quantized, steps
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """The root logger at ERROR for the block."""
+    import logging
+
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.getLogger().setLevel(level)
+
+
+def _quantize_static(model, images: np.ndarray, groups: list[tuple[str, str, str]], excluded: list[str], *, weight_bits: int,
+                     calibration: str, percentile: float, per_channel: bool):
+    """onnxruntime's ``quantize_static`` (QDQ) of ``model``: activation ranges calibrated on ``images`` by ``calibration``,
+    one shared range for each PReLU group's tensors, the ``excluded`` nodes left in fp32."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        src, dst, cache = tmp / "fp32.onnx", tmp / "int8.onnx", tmp / "ranges.json"
+        onnx.save(onnx.shape_inference.infer_shapes(model), str(src))
+        with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print
+            method, calibrated = _calibrated_ranges(src, images, calibration, percentile, tmp)
+        save_tensors_data(calibrated, cache)  # quantize_static reads the ranges back instead of calibrating again
+        known = {name: (float(np.min(calibrated[name].range_value[0])), float(np.max(calibrated[name].range_value[1])))
+                 for name in calibrated.keys()}  # noqa: SIM118  (TensorsData is no dict)
+        missing = [name for group in groups for name in group[:2] if name not in known]
+        if missing:
+            known.update(_tensor_ranges(model, missing, images))
+        quantize_static(str(src), str(dst), None, quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, reduce_range=weight_bits == 7, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=method, calibration_cache_path=str(cache), nodes_to_exclude=excluded,
+                        extra_options={"TensorQuantOverrides": _range_overrides(groups, known), "ActivationSymmetric": False,
+                                       "WeightSymmetric": True, "ForceQuantizeNoInputCheck": True})
+        return onnx.load(str(dst))
 
 
 def _prelu_groups(model) -> list[tuple[str, str, str]]:

@@ -119,49 +119,21 @@ def fold_input_scale(model):
     from onnx import numpy_helper
 
     model = copy_model(as_model(model))
-    values = constant_values(model)
-    nodes = list(model.graph.node)
-    _, readers = wiring(nodes)
-    a, b = 1.0, 0.0
-    chain, tensor = [], ONNX_INPUT
-    while True:
-        nxt = readers.get(tensor, [])
-        if len(nxt) != 1:
-            return model, False
-        node = nxt[0]
-        other = node.input[1] if len(node.input) == 2 and node.input[0] == tensor else None
-        c = values.get(other) if other else None
-        if node.op_type in ("Div", "Mul", "Sub", "Add") and c is not None and c.size == 1:
-            c = float(c.reshape(()))
-            a, b = {"Div": (a / c, b / c), "Mul": (a * c, b * c), "Sub": (a, b - c), "Add": (a, b + c)}[node.op_type]
-            chain.append(node)
-            tensor = node.output[0]
-            continue
-        break
-    if not chain:
+    _, readers = wiring(list(model.graph.node))
+    scaling = _input_scaling(readers, constant_values(model))
+    if scaling is None:
         return model, False
+    a, b, node = scaling
     flatten = node if node.op_type == "Flatten" else None
     target = readers.get(node.output[0], [None])[0] if flatten else node
     if flatten is not None and len(readers.get(node.output[0], [])) != 1:
         return model, False
     inits = {init.name: init for init in model.graph.initializer}
-    attrs = {att.name: att for att in target.attribute} if target is not None else {}
-    if target is None or len(target.input) < 2 or target.input[1] not in inits:
+    if target is None or len(target.input) < 3 or target.input[1] not in inits or target.input[2] not in inits:
         return model, False
     weight = numpy_helper.to_array(inits[target.input[1]]).astype(np.float64)
-    if target.op_type == "Conv" and flatten is None:
-        pads = list(attrs["pads"].ints) if "pads" in attrs else []
-        auto_pad = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
-        if any(pads) or auto_pad not in ("NOTSET", "VALID"):
-            return model, False
-        shift = b * weight.sum(axis=(1, 2, 3))
-    elif target.op_type == "Gemm":
-        if ("transA" in attrs and attrs["transA"].i) or ("alpha" in attrs and attrs["alpha"].f != 1.0) or ("beta" in attrs and attrs["beta"].f != 1.0):
-            return model, False
-        shift = b * weight.sum(axis=1 if ("transB" in attrs and attrs["transB"].i) else 0)
-    else:
-        return model, False
-    if len(target.input) < 3 or target.input[2] not in inits:
+    shift = _bias_shift(target, weight, b, after_flatten=flatten is not None)
+    if shift is None:
         return model, False
     bias = numpy_helper.to_array(inits[target.input[2]]).astype(np.float64)
     new_w, new_b = target.input[1] + "/scaled", target.input[2] + "/scaled"
@@ -171,6 +143,44 @@ def fold_input_scale(model):
     (flatten or target).input[0] = ONNX_INPUT
     drop_unused(model)
     return model, True
+
+
+def _input_scaling(readers: dict, values: dict) -> tuple[float, float, object] | None:
+    """``(a, b, node)``: the chain of scalar ``Div``, ``Mul``, ``Sub`` and ``Add`` that reads the graph's input computes
+    ``a·x + b``, and ``node`` reads its result. None without such a chain, or where a tensor on the way has several readers."""
+    a, b = 1.0, 0.0
+    steps, tensor = 0, ONNX_INPUT
+    while True:
+        nxt = readers.get(tensor, [])
+        if len(nxt) != 1:
+            return None
+        node = nxt[0]
+        other = node.input[1] if len(node.input) == 2 and node.input[0] == tensor else None
+        c = values.get(other) if other else None
+        if node.op_type not in ("Div", "Mul", "Sub", "Add") or c is None or c.size != 1:
+            return (a, b, node) if steps else None
+        c = float(c.reshape(()))
+        a, b = {"Div": (a / c, b / c), "Mul": (a * c, b * c), "Sub": (a, b - c), "Add": (a, b + c)}[node.op_type]
+        steps += 1
+        tensor = node.output[0]
+
+
+def _bias_shift(target, weight: np.ndarray, b: float, after_flatten: bool) -> np.ndarray | None:
+    """``b·ΣW``, what the bias of ``target`` (a Conv or Gemm of weights ``weight``) gains per output when the input's
+    offset ``b`` moves into it. None where it cannot: a Conv with zero padding or after a Flatten, a Gemm with
+    ``transA``, ``alpha`` or ``beta``, any other op."""
+    attrs = {att.name: att for att in target.attribute}
+    if target.op_type == "Conv" and not after_flatten:
+        pads = list(attrs["pads"].ints) if "pads" in attrs else []
+        auto_pad = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+        if any(pads) or auto_pad not in ("NOTSET", "VALID"):
+            return None
+        return b * weight.sum(axis=(1, 2, 3))
+    if target.op_type == "Gemm":
+        if ("transA" in attrs and attrs["transA"].i) or ("alpha" in attrs and attrs["alpha"].f != 1.0) or ("beta" in attrs and attrs["beta"].f != 1.0):
+            return None
+        return b * weight.sum(axis=1 if ("transB" in attrs and attrs["transB"].i) else 0)
+    return None
 
 
 def basic_optimizations(model):

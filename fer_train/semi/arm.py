@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fer_runtime.contract import CLASS_NAMES, EVENT_ROUND
+from fer_runtime.contract import CLASS_NAMES, EVENT_MESSAGE, EVENT_ROUND
 
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
@@ -22,6 +22,7 @@ from ..run_folder import write_json
 from ..epoch import EpochStats, build_optimizer, evaluate_loss_acc, train_one_epoch
 from ..train import EpochLoop
 from .fixmatch import fixmatch_epoch
+from .noisy import load_or_make_teacher, noisy_student_epoch
 from .selection import PseudoLabelAudit, Selection, SemiData, select_confident, thresholds_for, training_set, unlabeled_probabilities
 from .settings import PSEUDO_LABEL_ARMS, SHARED_ROUND, ends_round, first_round, round_of
 
@@ -72,7 +73,8 @@ class ArmLoop(EpochLoop):
         self.shared = run_dir / SHARED_ROUND
         # round 1 has no pseudo-labels: the same in every arm but FixMatch, whose steps differ (a learning-rate
         # schedule too: EpochPaced gives the pseudo-label arms the baseline's, step by step while none is admitted)
-        self.share = share_first_round and arm != "fixmatch"
+        self.share = share_first_round and arm not in ("fixmatch", "noisy-student")
+        self.soft_labels = None  # noisy-student: the teacher's probabilities of the unlabeled faces (:meth:`load`)
         self.rounds: list[dict] = []
         self.selection = Selection.empty()
         self._unreported_round = False
@@ -87,6 +89,11 @@ class ArmLoop(EpochLoop):
                                    config, epoch, self.reporter, label=label, total_epochs=config.epochs)
             own = {"train_images": len(data.labeled_y), "steps": stats.steps, "unlabeled_loss": stats.unlabeled_loss,
                    "mask_rate": stats.mask_rate}
+        elif self.arm == "noisy-student":
+            stats = noisy_student_epoch(self.model, self.optimizer, self.scheduler, data.labeled_x, data.labeled_y, data.unlabeled_x,
+                                        self.soft_labels, config, epoch, self.reporter, label=label, total_epochs=config.epochs)
+            steps = math.ceil(len(data.labeled_y) / config.batch_size)
+            own = {"train_images": 2 * len(data.labeled_y), "steps": steps}
         else:
             x, y = training_set(data, self.selection)
             steps = math.ceil(len(y) / config.batch_size)
@@ -104,7 +111,7 @@ class ArmLoop(EpochLoop):
     def end_epoch(self, epoch: int, is_best: bool) -> list[tuple[str, dict]]:
         if self.share and epoch == first_round(self.config) and not (self.shared / "last.pt").exists():
             self._share_first_round()
-        if not ends_round(epoch, self.config) or self.arm == "baseline":
+        if not ends_round(epoch, self.config) or self.arm in ("baseline", "noisy-student"):
             return []
         self._end_round(epoch)
         return [(EVENT_ROUND, self.rounds[-1])]
@@ -144,6 +151,8 @@ class ArmLoop(EpochLoop):
             self._unreported_round = True
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
+        if self.arm == "noisy-student" and not self.complete:
+            self._take_teacher_labels()
         return self
 
     def run(self, epochs_after: int = 0) -> None:
@@ -151,6 +160,34 @@ class ArmLoop(EpochLoop):
             self.reporter.emit(EVENT_ROUND, **self.rounds[-1])
             self._unreported_round = False
         super().run(epochs_after)
+
+    def _take_teacher_labels(self) -> None:
+        """The baseline's soft labels of the unlabeled faces (made once, kept in the arm's folder); the first time,
+        their argmax is graded (logged, never used) and recorded as the arm's one round of pseudo-labels."""
+        teacher_run = self.folder.parent / "baseline"
+        probs, _ = load_or_make_teacher(self.folder, teacher_run, self.data.unlabeled_x, self.config)
+        self.soft_labels = torch.from_numpy(probs).to(self.data.unlabeled_x.device)
+        if self.rounds:  # recorded already (a resumed arm's last.pt carries it)
+            return
+        labels = probs.argmax(1).astype(np.int64)
+        teacher = Selection(np.arange(len(labels), dtype=np.int64), labels, [0.0] * len(CLASS_NAMES))
+        history = load_checkpoint(teacher_run / "best.pt")
+        self.rounds = [{
+            "arm": self.arm, "round": 1, "rounds": self.config.semi_rounds, "epoch": 0, "val_acc": history["best_metric"],
+            "rule": f"soft labels: the baseline's best epoch ({history['best_epoch']}), face and mirror image averaged",
+            "thresholds_per_class": dict(zip(CLASS_NAMES, [0.0] * len(CLASS_NAMES))), "unlabeled": len(labels),
+            "admitted": len(labels), "admitted_per_class": teacher.per_class(), **self.audit.grade(teacher),
+            "mean_confidence_per_class": {name: round(float(probs[labels == c, c].mean()), 4) if (labels == c).any() else None
+                                          for c, name in enumerate(CLASS_NAMES)},
+            "kept": None, "new": None, "dropped": None, "used_in_round": "every", "select_seconds": 0.0,
+        }]
+        self.write_records()
+        r = self.rounds[-1]
+        per_class = "  ".join(f"{name} {n:,}" + ("" if p is None else f" ({p:.2f})")
+                              for (name, n), p in zip(r["admitted_per_class"].items(), r["pseudo_precision_per_class"].values()))
+        self.reporter.emit(EVENT_MESSAGE, text=f"noisy-student: soft labels of {len(labels):,} unlabeled faces from the baseline (val acc "
+                                               f"{r['val_acc']:.4f}); their argmax is right for {r['pseudo_precision']:.3f}\n"
+                                               f"    per class (precision): {per_class}")
 
     def _share_first_round(self) -> None:
         """Keep the end of round 1 (no pseudo-labels yet: the same in every pseudo-label arm) for the others."""

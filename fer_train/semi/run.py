@@ -1,10 +1,10 @@
 """The whole semi-supervised run: its arms one after another (or at the same time, :mod:`.processes`), then the
-summary, the comparison and the export of the main arm."""
+summary, the comparison and the export of the main arm. Its set-up and its events are :mod:`fer_train.run`'s, as
+plain training's are."""
 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,16 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fer_runtime.contract import CLASS_NAMES, EVENT_ARM, EVENT_DONE, EVENT_INTERRUPTED, EVENT_MESSAGE, EVENT_START, NUM_CLASSES
+from fer_runtime.contract import CLASS_NAMES, EVENT_ARM, EVENT_MESSAGE, NUM_CLASSES
 
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..config import TrainConfig
-from ..data import load_splits
-from ..devices import as_tensors, describe_hardware, run_device
+from ..devices import as_tensors, describe_hardware
 from ..models import count_parameters, create_model
 from ..progress import Reporter
-from ..run_folder import HISTORY_FILE, open_run_dir, read_config, read_history, record_session, write_json
-from ..stops import run_until_stopped
+from ..run import Run, begin_run
+from ..run_folder import HISTORY_FILE, SEMI_SUMMARY_FILE, open_run_dir, read_history, record_session, write_json
 from ..epoch import predict_logits
 from . import report
 from .arm import ArmLoop
@@ -63,17 +62,17 @@ def final_correct(arm_dir: Path, x: torch.Tensor, y: torch.Tensor, bf16: bool) -
     return (predict_logits(model, x, bf16=bf16).argmax(1) == y).cpu().numpy()
 
 
-def _announce(config: TrainConfig, run_dir: Path, data: SemiData, audit: PseudoLabelAudit, device, reporter: Reporter) -> dict:
+def _announce(run: Run, data: SemiData, audit: PseudoLabelAudit) -> dict:
     """The run's ``start`` event and its one-line description; the labeled images per class."""
+    config = run.config
     arms = list(config.semi_arms)
     labeled_counts = dict(zip(CLASS_NAMES, np.bincount(data.labeled_y.cpu().numpy(), minlength=NUM_CLASSES).tolist()))
-    reporter.emit(EVENT_START, run_dir=str(run_dir), model=config.model, parameters=count_parameters(create_model(config.model, **config.model_kwargs)),
-                  epochs=config.epochs, start_epoch=1, steps_per_epoch=math.ceil(len(data.labeled_y) / config.batch_size),
-                  train_size=len(data.labeled_y), val_size=len(data.val_y), device=str(device), config=config.to_dict(),
-                  semi=True, arms=arms, unlabeled_size=len(audit), labeled_per_class=labeled_counts)
-    reporter.emit(EVENT_MESSAGE, text=f"semi-supervised: {len(data.labeled_y):,} labeled and {len(audit):,} unlabeled training images "
-                                  f"(labeled fraction {config.semi_labeled_fraction}); arms {', '.join(arms)}; "
-                                  f"{describe_rounds(config)} ({config.epochs} epochs per arm); threshold p_max > {config.semi_threshold}")
+    run.announce(parameters=count_parameters(create_model(config.model, **config.model_kwargs)), start_epoch=1,
+                 train_size=len(data.labeled_y), val_size=len(data.val_y),
+                 semi=True, arms=arms, unlabeled_size=len(audit), labeled_per_class=labeled_counts)
+    run.reporter.emit(EVENT_MESSAGE, text=f"semi-supervised: {len(data.labeled_y):,} labeled and {len(audit):,} unlabeled training images "
+                                          f"(labeled fraction {config.semi_labeled_fraction}); arms {', '.join(arms)}; "
+                                          f"{describe_rounds(config)} ({config.epochs} epochs per arm); threshold p_max > {config.semi_threshold}")
     return labeled_counts
 
 
@@ -87,7 +86,8 @@ class _Arms:
 
     def __call__(self) -> None:
         config, arms = self.config, list(self.config.semi_arms)
-        pending = [arm for arm in arms if _epochs_done(self.run_dir / arm) < config.epochs]
+        # noisy-student learns from the baseline's best weights: it trains after the others, in this process
+        pending = [arm for arm in arms if _epochs_done(self.run_dir / arm) < config.epochs and arm != "noisy-student"]
         if config.semi_parallel_arms and len(pending) > 1:
             self.current = pending[0]
             run_arms_in_processes(config, self.run_dir, pending, self.reporter)
@@ -104,79 +104,66 @@ class _Arms:
 def train_semi(config: TrainConfig, run_dir: str | Path | None = None, reporter: Reporter | None = None, resume: bool = False,
                export: bool = True, share_first_round: bool = True) -> SemiResult:
     """Train every arm of a semi-supervised run; with ``resume``, continue the run in ``run_dir``."""
-    reporter = reporter or Reporter("auto")
-    config = semi_config(config)
-    device = run_device(config.device, config.threads)
-    run_dir = Path(run_dir) if run_dir is not None else new_semi_run_dir(config)
-    if resume:
-        read_config(run_dir)  # a run folder, with a readable config
-    splits = load_splits(config)
-    data, audit = prepare(splits, config, device)
-    open_run_dir(run_dir, config, resume)
-    labeled_counts = _announce(config, run_dir, data, audit, device, reporter)
-    started = time.perf_counter()
-    arms = _Arms(config, run_dir, data, audit, reporter, share_first_round)
-    stop = run_until_stopped(arms)
-    reporter.close()
+    run = begin_run(semi_config(config), run_dir, reporter, resume, new_folder=new_semi_run_dir)
+    config, run_dir = run.config, run.run_dir
+    data, audit = prepare(run.splits, config, run.device)
+    open_run_dir(run_dir, config, run.resume)
+    labeled_counts = _announce(run, data, audit)
+    arms = _Arms(config, run_dir, data, audit, run.reporter, share_first_round)
+    stop = run.train_until_stopped(arms)
     collected = collect(run_dir, list(config.semi_arms))
-    _write_progress(config, run_dir, collected)
-    sessions = record_session(run_dir, time.perf_counter() - started, stop is not None)
+    _write_progress(run, collected)
+    sessions = record_session(run_dir, time.perf_counter() - run.started, stop is not None)
     if stop is not None:
         done = collected.get(arms.current, {}).get("history", [])
-        reporter.emit(EVENT_INTERRUPTED, run_dir=str(run_dir), arm=arms.current, epoch=done[-1]["epoch"] if done else 0)
+        run.interrupted(stop, arm=arms.current, epoch=done[-1]["epoch"] if done else 0)
         return SemiResult(run_dir, None, None, interrupted=True)
-    summary = _summarise(config, run_dir, splits, data, audit, collected, device, labeled_counts, sessions, started)
-    reporter.emit(EVENT_MESSAGE, text=report.markdown_table(summary))
-    onnx_path = _export_main_arm(config, run_dir, splits, summary, reporter) if export else None
+    summary = _summarise(run, data, audit, collected, labeled_counts, sessions)
+    run.reporter.emit(EVENT_MESSAGE, text=report.markdown_table(summary))
+    onnx_path = _export_main_arm(run, summary) if export else None
     main = summary["arms"][summary["main_arm"]]
-    reporter.emit(EVENT_DONE, run_dir=str(run_dir), best_val_acc=main["best_val_acc"], best_epoch=main["best_epoch"], seconds=time.perf_counter() - started,
-                  onnx=str(onnx_path) if onnx_path else None, semi=True, main_arm=summary["main_arm"],
-                  final_val_acc={a: s["final_val_acc"] for a, s in summary["arms"].items()}, comparison=summary["comparison"])
+    run.done(best_val_acc=main["best_val_acc"], best_epoch=main["best_epoch"], onnx_path=onnx_path, semi=True, main_arm=summary["main_arm"],
+             final_val_acc={a: s["final_val_acc"] for a, s in summary["arms"].items()}, comparison=summary["comparison"])
     return SemiResult(run_dir, summary, onnx_path)
 
 
-def _write_progress(config: TrainConfig, run_dir: Path, collected: dict[str, dict]) -> None:
+def _write_progress(run: Run, collected: dict[str, dict]) -> None:
     """What the arms have done so far, also after an interrupt: ``rounds.json``, each arm's curves, the comparison."""
-    from ..plots import plot_curves
-
-    write_json(run_dir / "rounds.json", {arm: c["rounds"] for arm, c in collected.items()})
+    write_json(run.run_dir / "rounds.json", {arm: c["rounds"] for arm, c in collected.items()})
     for arm, c in collected.items():
-        plot_curves({arm: c["history"]}, run_dir / arm / "curves.png", title=f"{config.model} {arm}: {run_dir.name}")
+        run.plot_curves(c["history"], run.run_dir / arm, arm=arm)
     if collected:
-        report.plot_comparison(collected, report.settings(config), run_dir / "comparison.png")
+        report.plot_comparison(collected, report.settings(run.config), run.run_dir / "comparison.png")
 
 
-def _summarise(config: TrainConfig, run_dir: Path, splits, data: SemiData, audit: PseudoLabelAudit, collected: dict, device,
-               labeled_counts: dict, sessions: list[dict], started: float) -> dict:
+def _summarise(run: Run, data: SemiData, audit: PseudoLabelAudit, collected: dict, labeled_counts: dict, sessions: list[dict]) -> dict:
     """Every arm's final model judged on validation (and test), compared with the baseline: ``semi.json``,
     ``comparison.md`` and ``rounds.png``."""
+    config, run_dir, splits = run.config, run.run_dir, run.splits
     has_test = splits.test is not None and splits.test.labelled
-    test_x, test_y = as_tensors(splits.test, device) if has_test else (None, None)
+    test_x, test_y = as_tensors(splits.test, run.device) if has_test else (None, None)
     correct = {}
     for arm in config.semi_arms:
         correct[arm] = {"val": final_correct(run_dir / arm, data.val_x, data.val_y, config.bf16)}
         if has_test:
             correct[arm]["test"] = final_correct(run_dir / arm, test_x, test_y, config.bf16)
     summary = report.summarise(collected, correct, config, labeled_counts=labeled_counts, unlabeled_counts=audit.class_counts(),
-                               session_seconds=time.perf_counter() - started, hardware=describe_hardware(device))
+                               session_seconds=time.perf_counter() - run.started, hardware=describe_hardware(run.device))
     if (run_dir / SHARED_ROUND).exists():
         summary["shared_first_round"] = f"round 1 ({first_round(config)} epochs) was trained once and shared by the arms"
     summary["sessions"] = sessions
     summary["wall_seconds"] = round(sum(x["seconds"] for x in sessions), 1)
-    write_json(run_dir / "semi.json", summary)  # the results are safe before the export runs
+    write_json(run_dir / SEMI_SUMMARY_FILE, summary)  # the results are safe before the export runs
     (run_dir / "comparison.md").write_text(report.markdown_report(summary))
     report.plot_rounds(collected, run_dir / "rounds.png")
     return summary
 
 
-def _export_main_arm(config: TrainConfig, run_dir: Path, splits, summary: dict, reporter: Reporter) -> Path:
-    from ..export import export_run
-
+def _export_main_arm(run: Run, summary: dict) -> Path:
     main = summary["main_arm"]
-    onnx_path = export_run(run_dir / main, splits=splits, reporter=reporter, export_name=config.export_name, export_dir=config.export_dir,
-                           extra_metadata={"training": {"epochs": config.epochs, "wall_seconds": summary["arms"][main]["wall_seconds"],
+    onnx_path = run.export(run.run_dir / main, training={"epochs": run.config.epochs, "wall_seconds": summary["arms"][main]["wall_seconds"],
                                                         "hardware": summary["hardware"]},
-                                           "semi": {"arm": main, "final_val_acc": {a: s["final_val_acc"] for a, s in summary["arms"].items()}}})
+                           semi={"arm": main, "final_val_acc": {a: s["final_val_acc"] for a, s in summary["arms"].items()}})
     summary["onnx"] = str(onnx_path)
-    write_json(run_dir / "semi.json", summary)
+    write_json(run.run_dir / SEMI_SUMMARY_FILE, summary)
     return onnx_path

@@ -12,7 +12,7 @@ from fer_runtime.recipes import threshold_problem
 from ..config import TrainConfig
 from ..run_folder import new_run_dir
 
-ARMS = ("baseline", "self-training", "per-class", "fixmatch")  # the order they run in
+ARMS = ("baseline", "self-training", "per-class", "fixmatch", "noisy-student")  # the order they run in (noisy-student learns from the baseline)
 PSEUDO_LABEL_ARMS = ("self-training", "per-class")
 LABELED_SEED_OFFSET = 1  # the labeled part is drawn with seed + 1, apart from the validation hold-out (seed)
 SHARED_ROUND = "shared-round-1"
@@ -51,6 +51,8 @@ def semi_config(config: TrainConfig) -> TrainConfig:
         problems.append(f"--arms takes a comma-separated list of {', '.join(ARMS)}; got {', '.join(unknown) or 'nothing'}")
     if not 0.0 <= config.fixmatch_threshold < 1.0 or config.fixmatch_mu < 1 or config.fixmatch_weight < 0:
         problems.append("--fixmatch-threshold must lie in [0, 1), --fixmatch-mu be at least 1 and --fixmatch-weight at least 0")
+    if "noisy-student" in arms and "baseline" not in arms:
+        problems.append("--arms noisy-student learns from the baseline arm's predictions: add baseline")
     if problems:
         raise ValueError("; ".join(problems))
     return dataclasses.replace(config, semi=True, semi_arms=[a for a in ARMS if a in arms],

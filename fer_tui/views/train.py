@@ -99,25 +99,30 @@ class TrainView(View):
         self._pending_log: list[tuple[str, str | None]] = []
 
     def compose(self) -> ComposeResult:
+        # Two rows of two groups each; in a narrow terminal the groups stack (app.tcss), four rows of fields.
         with Horizontal(classes="train-form"):
-            yield Label("model")
-            yield Select([(m, m) for m in MODEL_CHOICES], value=MODEL_CHOICES[0], allow_blank=False, id="train-model")
-            yield Label("epochs")
-            yield Input(str(DEFAULT_EPOCHS), type="integer", id="train-epochs")
-            yield Label("optimizer")
-            yield Select([(o, o) for o in OPTIMIZER_CHOICES], value=DEFAULT_OPTIMIZER, allow_blank=False, id="train-optimizer")
-            yield Checkbox("semi-supervised", id="train-semi")
-            yield Label("threshold")
-            yield Input(f"{DEFAULT_THRESHOLD}", type="number", id="train-threshold")
+            with Horizontal():
+                yield Label("model")
+                yield Select([(m, m) for m in MODEL_CHOICES], value=MODEL_CHOICES[0], allow_blank=False, id="train-model")
+                yield Label("epochs")
+                yield Input(str(DEFAULT_EPOCHS), type="integer", id="train-epochs")
+                yield Label("optimizer")
+                yield Select([(o, o) for o in OPTIMIZER_CHOICES], value=DEFAULT_OPTIMIZER, allow_blank=False, id="train-optimizer")
+            with Horizontal():
+                yield Checkbox("semi-supervised", id="train-semi")
+                yield Label("threshold")
+                yield Input(f"{DEFAULT_THRESHOLD}", type="number", id="train-threshold")
         with Horizontal(classes="train-form"):
-            yield Label("limit train")
-            yield Input(placeholder="all", type="integer", id="train-limit-train")
-            yield Label("limit val")
-            yield Input(placeholder="all", type="integer", id="train-limit-val")
-            yield Label("export as")
-            yield Input(f"{MODEL_CHOICES[0]}-tui", id="train-export")
-            yield Button("Start", variant="primary", id="train-start")
-            yield Button("Cancel", variant="error", id="train-cancel", disabled=True)
+            with Horizontal():
+                yield Label("limit train")
+                yield Input(placeholder="all", type="integer", id="train-limit-train")
+                yield Label("limit val")
+                yield Input(placeholder="all", type="integer", id="train-limit-val")
+            with Horizontal():
+                yield Label("export as")
+                yield Input(f"{MODEL_CHOICES[0]}-tui", id="train-export")
+                yield Button("Start", variant="primary", id="train-start")
+                yield Button("Cancel", variant="error", id="train-cancel", disabled=True)
         yield Readout(id="train-status")
         yield ProgressBar(total=1000, show_eta=False, id="train-progress")
         with Horizontal(id="train-charts"):

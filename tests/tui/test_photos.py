@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tui_support import headless, screen_text, settle, wait_until
+from tui_support import fully_shown, headless, screen_text, settle, wait_until
 
 from fer_runtime.io import DataError
 from fer_tui.app import make_app
@@ -131,6 +131,24 @@ async def test_browse_shows_the_face_its_photo_and_the_photos_left_out(photo_fol
         assert await wait_until(pilot, lambda: "saliency for" in screen_text(app))
         text = screen_text(app)
         assert "face 0 of photos" in text and "most salient" in text
+
+
+@pytest.mark.skipif(not CNN.exists(), reason="exported/cnn.onnx is not in this checkout")
+@headless
+async def test_at_80x24_the_face_takes_the_photos_place_and_n_lists_the_photos_left_out(photo_folder):
+    app = make_app(data=photo_folder, models=[CNN], model_dirs=[])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert await wait_until(pilot, lambda: app.context.predictions is not None)
+        await settle(pilot)
+        text = screen_text(app)
+        assert "╭─ astronaut.png" not in text and "╭─ face" in text
+        assert "astronaut.png #1 of 1" in text and "512×512" in text and "unlabelled" in text and "by cnn" in text
+        await pilot.press("n")
+        await settle(pilot)
+        text = screen_text(app)
+        assert "gray.png: no face" in text and "broken.jpg: empty" in text
+        assert fully_shown(app.query_one("#browse-skipped")) and "predicted  " not in text  # in the readout's place
 
 
 @headless

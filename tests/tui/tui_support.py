@@ -116,6 +116,18 @@ def screen_text(app) -> str:
     return console.export_text(styles=False)
 
 
+def fully_shown(widget) -> bool:
+    """Whether all of ``widget`` is on screen: displayed, of some size, and cut neither by the terminal's edge nor by
+    a container (a control half off screen, or a panel squeezed to nothing, is not)."""
+    from textual.errors import NoWidget
+
+    try:
+        geometry = widget.screen.find_widget(widget)
+    except NoWidget:
+        return False
+    return widget.display and geometry.region.area > 0 and geometry.visible_region == geometry.region
+
+
 async def settle(pilot, rounds: int = 4) -> None:
     """Let the app's workers finish and their messages land (workers may start other workers)."""
     app = pilot.app
