@@ -165,16 +165,16 @@ class ArmLoop(EpochLoop):
         """The baseline's soft labels of the unlabeled faces (made once, kept in the arm's folder); the first time,
         their argmax is graded (logged, never used) and recorded as the arm's one round of pseudo-labels."""
         teacher_run = self.folder.parent / "baseline"
-        probs, _ = load_or_make_teacher(self.folder, teacher_run, self.data.unlabeled_x, self.config)
+        probs = load_or_make_teacher(self.folder, teacher_run, self.data.unlabeled_x, self.config)
         self.soft_labels = torch.from_numpy(probs).to(self.data.unlabeled_x.device)
         if self.rounds:  # recorded already (a resumed arm's last.pt carries it)
             return
         labels = probs.argmax(1).astype(np.int64)
         teacher = Selection(np.arange(len(labels), dtype=np.int64), labels, [0.0] * len(CLASS_NAMES))
-        history = load_checkpoint(teacher_run / "best.pt")
+        best = load_checkpoint(teacher_run / "best.pt")
         self.rounds = [{
-            "arm": self.arm, "round": 1, "rounds": self.config.semi_rounds, "epoch": 0, "val_acc": history["best_metric"],
-            "rule": f"soft labels: the baseline's best epoch ({history['best_epoch']}), face and mirror image averaged",
+            "arm": self.arm, "round": 1, "rounds": self.config.semi_rounds, "epoch": 0, "val_acc": best["best_metric"],
+            "rule": f"soft labels: the baseline's best epoch ({best['best_epoch']}), face and mirror image averaged",
             "thresholds_per_class": dict(zip(CLASS_NAMES, [0.0] * len(CLASS_NAMES))), "unlabeled": len(labels),
             "admitted": len(labels), "admitted_per_class": teacher.per_class(), **self.audit.grade(teacher),
             "mean_confidence_per_class": {name: round(float(probs[labels == c, c].mean()), 4) if (labels == c).any() else None

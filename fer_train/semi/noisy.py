@@ -54,9 +54,9 @@ def teacher_probabilities(teacher_run: Path, unlabeled_x: torch.Tensor, config: 
     return torch.softmax(log_probs, 1).cpu().numpy().astype(np.float32)
 
 
-def load_or_make_teacher(folder: Path, teacher_run: Path, unlabeled_x: torch.Tensor, config: TrainConfig) -> tuple[np.ndarray, bool]:
+def load_or_make_teacher(folder: Path, teacher_run: Path, unlabeled_x: torch.Tensor, config: TrainConfig) -> np.ndarray:
     """The arm's soft labels: read from ``folder/teacher.npz`` when the arm has them, else made by the teacher and
-    written there. Returns them and whether they were made now."""
+    written there."""
     path = folder / TEACHER_FILE
     if path.exists():
         with np.load(path) as stored:
@@ -64,11 +64,11 @@ def load_or_make_teacher(folder: Path, teacher_run: Path, unlabeled_x: torch.Ten
         if probs.shape != (len(unlabeled_x), NUM_CLASSES):
             raise ValueError(f"{path}: holds soft labels for {probs.shape[0]} faces, the run has {len(unlabeled_x)} unlabeled; "
                              "delete the file and the teacher labels them again")
-        return probs, False
+        return probs
     probs = teacher_probabilities(teacher_run, unlabeled_x, config)
     folder.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, probabilities=probs)
-    return probs, True
+    return probs
 
 
 def noisy_student_epoch(model: nn.Module, optimizer, scheduler, labeled_x: torch.Tensor, labeled_y: torch.Tensor,
