@@ -48,9 +48,10 @@ META_FP32_METRICS = "fp32_metrics"  # the source model's metrics, beside the var
 # written on every explanation graph
 META_KIND = "explain_kind"  # gradient, layers, filters or gradcam
 META_OF = "explain_of"  # the model's file name
-META_LAYERS = "explain_layers"  # [{name, module, channels, height, width}] per conv layer
+META_LAYERS = "explain_layers"  # [{name, module, channels, height, width, window}] per conv layer
 META_LAYER = "explain_layer"  # filters graphs: which layer
-META_CAM_LAYERS = "explain_cam_layers"  # gradcam graphs: [{name, module, channels, height, width, role}], role middle or last
+META_CAM_LAYERS = "explain_cam_layers"  # gradcam graphs: [{name, module, channels, height, width, window, role}], role middle or last;
+# window [offset, side]: the square of the 48-pixel face the layer sees ([4, 40] for a model trained on 40-pixel crops)
 
 # -- companion files beside <stem>.onnx --------------------------------------------------------------
 

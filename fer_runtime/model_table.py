@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .catalog import find_models, load_entry
-from .contract import META_CONFIG, META_OPTIMIZATION, META_VARIANT, METRICS_TEST, METRICS_VAL
+from .contract import IMAGE_SIZE, META_CONFIG, META_OPTIMIZATION, META_VARIANT, METRICS_TEST, METRICS_VAL
 from .family import FAST_VARIANT, model_name
 
 BEGIN = "<!-- models table: written by python -m fer_runtime.model_table --write; do not edit by hand -->"
@@ -34,7 +34,7 @@ def describe(metadata: dict, name: str) -> str:
     views = optimization.get("views") or []
     words = []
     if base is None or variant is None:
-        words.append(f"`{config.get('model', metadata.get('architecture', '?'))}`")
+        words.append(f"`{config.get('model', metadata.get('architecture', '?'))}`" + _shape(config.get("model_kwargs") or {}))
         if config.get("semi"):
             words.append("self-trained on half the labels (`--semi`)")
         if config.get("init_from"):
@@ -53,6 +53,16 @@ def describe(metadata: dict, name: str) -> str:
     elif variant and variant.startswith("fp32-ensemble"):
         words.append(f"mean of {optimization.get('members', '?')} models")
     return "; ".join(words)
+
+
+def _shape(kwargs: dict) -> str:
+    """A model's non-default shape in words: its widths (``--widths``) and the crops it was trained on (``--crop``)."""
+    words = []
+    if kwargs.get("widths"):
+        words.append("widths " + "-".join(str(w) for w in kwargs["widths"]))
+    if kwargs.get("input_size") and kwargs["input_size"] < IMAGE_SIZE:
+        words.append(f"trained on {kwargs['input_size']}-pixel crops")
+    return f" ({', '.join(words)})" if words else ""
 
 
 def _percent(value) -> str:

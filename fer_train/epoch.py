@@ -86,13 +86,8 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
         idx = distributed.shard(batch)  # this rank's part of it
         logits, loss, yb = _batch_loss(model, x[idx].float(), y[idx], config, generator, use_bf16,
                                        None if teacher is None else teacher[idx])
-        optimizer.zero_grad(set_to_none=True)
-        (loss * distributed.share_weight(len(idx), len(batch))).backward()  # DDP averages the ranks' gradients here
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if after_step is not None:
-            after_step()
+        # DDP averages the ranks' gradients in backward: each rank's loss is weighted by its share of the batch
+        take_step(optimizer, scheduler, loss * distributed.share_weight(len(idx), len(batch)), after_step)
         total_loss += loss.detach() * len(idx)
         correct += (logits.argmax(1) == yb).sum()
         seen += len(idx)
@@ -106,6 +101,28 @@ def train_one_epoch(model: nn.Module, optimizer, scheduler, x: torch.Tensor, y: 
         reporter.end_epoch_bar()
     loss_sum, correct_sum, count = distributed.sum_over_ranks(total_loss, correct, seen)
     return EpochStats(loss_sum / count, correct_sum / count, count / elapsed)
+
+
+def take_step(optimizer, scheduler, loss: torch.Tensor, after_step=None) -> None:
+    """One optimizer step on ``loss``'s gradient, then the schedule's step and ``after_step()`` (a moving average)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    if after_step is not None:
+        after_step()
+
+
+def paired_orders(config: TrainConfig, epoch: int, labeled: int, unlabeled: int,
+                  device) -> tuple[torch.Generator, torch.Tensor, torch.Tensor]:
+    """A semi-supervised epoch's draws: torch's global seed (dropout), the generator of its augmentation, and the
+    seeded orders of the labeled and the unlabeled faces, drawn from that generator in this order."""
+    seed = epoch_seed(config.weights_seed, epoch)
+    torch.manual_seed(seed)  # dropout
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(labeled, generator=generator).to(device)
+    return generator, order, torch.randperm(unlabeled, generator=generator).to(device)
 
 
 def _batch_loss(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, config: TrainConfig, generator: torch.Generator, use_bf16: bool,

@@ -32,10 +32,10 @@ def _random_slopes(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def _trained(name: str) -> nn.Module:
+def _trained(name: str, **kwargs) -> nn.Module:
     """A few Adam steps on drawn faces: weights, biases and slopes that are no longer at their initial values."""
     torch.manual_seed(0)
-    model = create_model(name)
+    model = create_model(name, **kwargs)
     x, y = make_faces(64, seed=3)
     x, y = torch.from_numpy(x).float().unsqueeze(1), torch.from_numpy(y)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
@@ -53,6 +53,8 @@ MODELS = {
     "dnn-untrained": lambda: create_model("dnn").eval(),
     "dnn-trained": lambda: _trained("dnn"),
     "fernet-fused": lambda: deployable(_trained("fernet")),  # BatchNorm folded into the convolutions
+    # trained on 40-pixel crops (--crop 40): the exported chain starts by cutting the face's centre out
+    "fernet-crop-fused": lambda: deployable(_trained("fernet", input_size=40)),
 }
 
 
@@ -83,7 +85,7 @@ def test_hand_written_backward_equals_autograd(name):
     assert np.abs(got[:, 0].numpy() - expected).max() <= 1e-5 * scale
 
 
-@pytest.mark.parametrize("name", ["cnn-trained", "dnn-untrained", "fernet-fused"])
+@pytest.mark.parametrize("name", ["cnn-trained", "dnn-untrained", "fernet-fused", "fernet-crop-fused"])
 def test_gradient_graph_in_onnxruntime_equals_autograd(name, tmp_path):
     model = MODELS[name]()
     check = export_gradient_graph(model, tmp_path / "m.onnx", _faces(8))
@@ -304,3 +306,15 @@ def test_filter_gradient_module_on_the_first_layer_is_the_filter_itself():
     w = model.features[0].weight[7, 0].detach() / 255.0
     expected = torch.nn.functional.conv_transpose2d(torch.ones(1, 1, 44, 44), w[None, None]) / (44 * 44)
     np.testing.assert_allclose(grad[0, 0].numpy(), expected[0, 0].numpy(), rtol=1e-5, atol=1e-10)
+
+
+def test_a_model_trained_on_crops_gives_no_gradient_outside_its_crop():
+    model = MODELS["fernet-crop-fused"]()
+    images = _faces(3)
+    with torch.no_grad():
+        _, got = InputGradient(model)(torch.from_numpy(images[:, None]), torch.from_numpy(np.array([0, 3, 6])))
+    border = np.ones((48, 48), bool)
+    border[4:44, 4:44] = False
+    assert np.abs(got[:, 0].numpy()[:, border]).max() == 0 and np.abs(got[:, 0, 4:44, 4:44].numpy()).max() > 0
+    infos = conv_layer_infos(model)
+    assert [(i.height, i.window) for i in infos[::2]] == [(40, (4, 40)), (20, (4, 40)), (10, (4, 40)), (5, (4, 40))]

@@ -62,6 +62,46 @@ def test_gradcam_map_weights_channels_by_their_mean_gradient():
     assert np.allclose(rt.upsample(np.full((1, 3, 3), 2.0), 48), 2.0)
 
 
+def test_gradcam_of_a_model_trained_on_crops_covers_its_crop_only(tmp_path):
+    import torch
+
+    from fer_train.models import create_model, deployable
+
+    torch.manual_seed(0)
+    model = create_model("fernet", widths=(8, 8, 16, 16), input_size=40)
+    for m in model.modules():  # BatchNorm statistics that are not the identity, so folding them is exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    model = deployable(model)
+    faces = make_faces(4, seed=5)[0]
+    path = tmp_path / "crop.onnx"
+    export_gradcam_graph(model, path, faces)
+    ex = rt.Explainer(path, threads=1)
+    assert ex.cam_window == (4, 40)
+    classes = np.array([1, 3, 4, 6])
+    for method, layer in (("gradcam", "conv8"), ("gradcam-middle", "conv4")):
+        got = ex.maps(method, faces, classes)
+        expected = torch_gradcam(model, faces, classes, layer)
+        np.testing.assert_allclose(got, expected, atol=1e-4 * max(expected.max(), 1e-6))
+        ring = np.ones((48, 48), bool)
+        ring[4:44, 4:44] = False
+        assert got.shape == (4, 48, 48) and got[:, ring].max() == 0 and got[:, ~ring].max() > 0
+
+
+def test_gradcam_map_in_a_window_is_the_whole_map_on_that_square():
+    rng = np.random.default_rng(0)
+    activation, gradient = rng.normal(size=(2, 3, 5, 5)).astype(np.float32), rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
+    whole = rt.gradcam_map(activation, gradient, size=40)
+    placed = rt.gradcam_map(activation, gradient, size=48, window=(4, 40))
+    ring = np.ones((48, 48), bool)
+    ring[4:44, 4:44] = False
+    assert np.array_equal(placed[:, 4:44, 4:44], whole) and whole.max() > 0 and placed[:, ring].max() == 0
+    assert np.array_equal(rt.gradcam_map(activation, gradient, window=(0, 48)), rt.gradcam_map(activation, gradient))
+    with pytest.raises(ValueError, match="does not fit"):
+        rt.gradcam_map(activation, gradient, window=(10, 40))
+
+
 def test_the_companion_reads_the_shared_weights_and_adds_none(random_slope_cnn, tmp_path):
     import onnx
     from onnx.external_data_helper import uses_external_data

@@ -36,8 +36,9 @@ each checked against torch autograd when written. All tensors are float32 unless
     inputs  ``image``, ``class_index`` int64 ``[N]``
     outputs ``logits`` ``[N, K]``; for the middle and the last conv layer ``activation_<layer>`` ``[N, C, H, W]``
     (its output after its activation function) and ``gradient_<layer>`` = d logits[n, class_index[n]] / d
-    activation. Metadata ``explain_cam_layers`` lists the two layers with their ``role`` (middle, last);
-    :func:`gradcam_map` turns a pair into the map.
+    activation. Metadata ``explain_cam_layers`` lists the two layers with their ``role`` (middle, last) and
+    ``window`` ([offset, side]: the square of the face they see, [4, 40] for a model trained on 40-pixel crops);
+    :func:`gradcam_map` turns a pair into the map, placed on that square.
 
 ``<stem>.layers.onnx`` — the conv layers' outputs (models with conv layers)
     inputs  ``image``
@@ -53,7 +54,7 @@ each checked against torch autograd when written. All tensors are float32 unless
 
 Every companion's metadata holds ``explain_kind`` (``gradient``, ``gradcam``, ``layers`` or ``filters``),
 ``explain_of`` (the model's file name), ``explain_layers`` (JSON list of ``{name, module, channels,
-height, width}``, one per conv layer), ``explain_layer`` (filters only) and the model's ``class_names``.
+height, width, window}``, one per conv layer), ``explain_layer`` (filters only) and the model's ``class_names``.
 A folder of models should skip companions when it lists models: :func:`is_companion`.
 """
 

@@ -168,6 +168,12 @@ class Explainer:
         meta = self._session(gradcam_path(self.model_path)).get_modelmeta().custom_metadata_map
         return json.loads(meta.get(META_CAM_LAYERS, "[]"))
 
+    @property
+    def cam_window(self) -> tuple[int, int] | None:
+        """The square (offset, side) of the face the Grad-CAM layers see; None for the whole face (and older files)."""
+        windows = {tuple(info["window"]) for info in self.cam_layers if "window" in info}
+        return windows.pop() if len(windows) == 1 else None
+
     def cam_fn(self) -> CamFn:
         """``(images, classes, role) → (feature maps, gradients)`` of the ``role`` (middle or last) conv layer from
         ``<stem>.gradcam.onnx``: what :func:`gradcam_map` turns into Grad-CAM."""
@@ -229,7 +235,8 @@ class Explainer:
         needs = m.needs
         return method_maps(m, images, class_index, logits_fn=logits_fn or self.logits,
                            gradient_fn=self.gradient_fn() if needs == "gradient" else None,
-                           cam_fn=self.cam_fn() if needs == "gradcam" else None)
+                           cam_fn=self.cam_fn() if needs == "gradcam" else None,
+                           cam_window=self.cam_window if needs == "gradcam" else None)
 
     def resolve(self, method: str) -> str:
         """``auto`` → the first method of :data:`AUTO_ORDER` that can run for this model; any other name as it is."""

@@ -83,18 +83,20 @@ CamFn = Callable[[np.ndarray, np.ndarray, str], tuple[np.ndarray, np.ndarray]]
 
 
 def method_maps(method: Method, images: np.ndarray, class_index, *, gradient_fn: GradientFn | None = None,
-                logits_fn: LogitsFn | None = None, cam_fn: CamFn | None = None) -> np.ndarray:
+                logits_fn: LogitsFn | None = None, cam_fn: CamFn | None = None,
+                cam_window: tuple[int, int] | None = None) -> np.ndarray:
     """Non-negative maps (N, 48, 48) by ``method`` for ``class_index`` (one class or one per face), blurred by its
     ``smooth``: what is ranked by the faithfulness curves and, normalised, shown. Backend-free: onnxruntime's
     companions (:meth:`Explainer.maps`) or torch autograd (the sanity checks) sit behind the functions; each
-    method needs one of them (:attr:`Method.needs`)."""
+    method needs one of them (:attr:`Method.needs`). ``cam_window``: the square of the face a model trained on crops
+    sees, where Grad-CAM's map goes (:func:`gradcam_map`)."""
     x = as_batch(images)
     classes = np.broadcast_to(np.asarray(class_index, np.int64), (len(x),)).copy()
     if method.name == "occlusion":
         values = np.clip(occlusion(logits_fn, x, classes, patch=method.patch, stride=method.stride), 0, None)
     elif method.name in ("gradcam", "gradcam-middle"):
         role = "middle" if method.name == "gradcam-middle" else "last"
-        values = np.concatenate([gradcam_map(*cam_fn(x[i:i + 64], classes[i:i + 64], role)) for i in range(0, len(x), 64)])
+        values = np.concatenate([gradcam_map(*cam_fn(x[i:i + 64], classes[i:i + 64], role), window=cam_window) for i in range(0, len(x), 64)])
     elif method.name == "gradient":
         values = np.abs(gradient_fn(x, classes)[1])
     elif method.name == "smoothgrad":

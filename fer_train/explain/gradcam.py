@@ -42,4 +42,4 @@ def torch_gradcam(model: nn.Module, images: np.ndarray, class_index: np.ndarray,
     layers = cam_layers(model)
     info = next((i for i in layers if i.name == layer), layers[-1]) if layer else layers[-1]
     _, cams = torch_cam_inputs(model, images, class_index, [info])
-    return rt.gradcam_map(*cams[info.name])
+    return rt.gradcam_map(*cams[info.name], window=info.window)

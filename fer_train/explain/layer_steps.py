@@ -16,6 +16,7 @@ torch), every layer here pairs its forward pass with its backward pass spelled i
                              (MaxUnpool would overwrite where 5×5 windows of stride 2 overlap; autograd adds)
     AvgPool2d                conv_transpose2d(g, constant 1/k² kernel, groups=C)       → ConvTranspose
     ZeroPad2d                slicing the padding off                                   → Slice
+    CentreCrop               zero padding back to the 48-pixel face                    → Pad
     Flatten / Dropout        reshape / identity (eval mode)
     PixelScale               g / (255 · std)
 
@@ -34,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fer_runtime.contract import IMAGE_SIZE
-from ..models import ElementPReLU, PixelScale
+from ..models import CentreCrop, ElementPReLU, PixelScale
 
 
 class UnsupportedModelError(ValueError):
@@ -50,9 +51,12 @@ class LayerInfo:
     channels: int
     height: int
     width: int
+    # the square of the 48-pixel face the layer sees, (offset, side): (4, 40) for a model that centre-crops to 40 (--crop)
+    window: tuple[int, int] = (0, IMAGE_SIZE)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "module": self.module, "channels": self.channels, "height": self.height, "width": self.width}
+        return {"name": self.name, "module": self.module, "channels": self.channels, "height": self.height, "width": self.width,
+                "window": list(self.window)}
 
 
 # -- the chain of layers ------------------------------------------------------------------------------
@@ -236,7 +240,17 @@ class PadStep(Step):
         return g[..., self.top:h - self.bottom, self.left:w - self.right]
 
 
+class CropStep(Step):
+    """A model trained on crops (``--crop``) looks at the centre of the face: the pixels around it get no gradient."""
+
+    def back(self, g, saved):
+        before = self.layer.offset
+        after = self.in_shape[-1] - self.layer.size - before
+        return F.pad(g, (before, after, before, after))
+
+
 STEP_TYPES: dict[type, type[Step]] = {
+    CentreCrop: CropStep,
     PixelScale: ScaleStep,
     nn.Conv2d: ConvStep,
     nn.Linear: LinearStep,
@@ -288,10 +302,12 @@ def build_steps(model: nn.Module, until: str | None = None) -> nn.ModuleList:
 
 def conv_layer_infos(model: nn.Module) -> list[LayerInfo]:
     """The conv layers in forward order, named ``conv1`` … with their output shapes."""
-    infos = []
+    infos, window = [], (0, IMAGE_SIZE)
     for name, layer, _, out_shape in _with_shapes(model):
-        if isinstance(layer, nn.Conv2d):
-            infos.append(LayerInfo(f"conv{len(infos) + 1}", name, *out_shape))
+        if isinstance(layer, CentreCrop):
+            window = (layer.offset, layer.size)
+        elif isinstance(layer, nn.Conv2d):
+            infos.append(LayerInfo(f"conv{len(infos) + 1}", name, *out_shape, window=window))
     return infos
 
 

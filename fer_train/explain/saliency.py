@@ -124,7 +124,8 @@ def torch_maps(model: nn.Module, method: rt.Method | str, images: np.ndarray, cl
     needs = method.needs
     return method_maps(method, images, class_index, logits_fn=torch_logits_fn(model),
                        gradient_fn=torch_gradient_fn(model) if needs == "gradient" else None,
-                       cam_fn=torch_cam_fn(model) if needs == "gradcam" else None)
+                       cam_fn=torch_cam_fn(model) if needs == "gradcam" else None,
+                       cam_window=cam_layers(model)[-1].window if needs == "gradcam" else None)
 
 
 def saliency_maps(model: nn.Module, images: np.ndarray, class_index=None, methods=METHODS, progress=None) -> SaliencyMaps:

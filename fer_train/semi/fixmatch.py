@@ -28,7 +28,7 @@ from ..config import TrainConfig
 from ..devices import autocast, bf16_supported
 from ..progress import Reporter
 from ..stops import check_stop
-from ..epoch import epoch_seed
+from ..epoch import paired_orders, take_step
 
 CUTOUT = 16  # side of the grey square the strong view hides (a third of the face, as FixMatch's cutout)
 
@@ -66,11 +66,7 @@ def fixmatch_epoch(model: nn.Module, optimizer, scheduler, labeled_x: torch.Tens
                    total_epochs: int | None = None) -> FixMatchStats:
     """One pass over the labeled images; the unlabeled images are drawn in a seeded order, wrapping around."""
     device = labeled_x.device
-    seed = epoch_seed(config.weights_seed, epoch)
-    torch.manual_seed(seed)  # dropout
-    generator = torch.Generator().manual_seed(seed)  # order and augmentation
-    order = torch.randperm(len(labeled_y), generator=generator).to(device)
-    unlabeled_order = torch.randperm(len(unlabeled_x), generator=generator).to(device)
+    generator, order, unlabeled_order = paired_orders(config, epoch, len(labeled_y), len(unlabeled_x), device)
     batch, per_step = config.batch_size, config.batch_size * config.fixmatch_mu
     steps = math.ceil(len(labeled_y) / batch)
     use_bf16 = config.bf16 and bf16_supported(device)
@@ -97,11 +93,7 @@ def fixmatch_epoch(model: nn.Module, optimizer, scheduler, labeled_x: torch.Tens
         loss_l = F.cross_entropy(logits_l, yl, label_smoothing=config.label_smoothing)
         loss_u = (F.cross_entropy(logits_s, pseudo, reduction="none") * mask).mean()
         loss = loss_l + config.fixmatch_weight * loss_u
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        take_step(optimizer, scheduler, loss)
         sums["loss"] += float(loss_l.detach()) * len(idx)
         sums["unlabeled_loss"] += float(loss_u.detach()) * len(uidx)
         sums["masked"] += float(mask.sum())

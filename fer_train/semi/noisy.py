@@ -33,7 +33,7 @@ from ..augment import augment_batch, mix_batch
 from ..checkpoint import load_checkpoint, model_from_checkpoint
 from ..config import TrainConfig
 from ..devices import autocast, bf16_supported
-from ..epoch import EpochStats, epoch_seed, predict_logits
+from ..epoch import EpochStats, paired_orders, predict_logits, take_step
 from ..progress import Reporter
 from ..stops import check_stop
 
@@ -77,11 +77,7 @@ def noisy_student_epoch(model: nn.Module, optimizer, scheduler, labeled_x: torch
     """One pass over the labeled faces in batches of ``config.batch_size``, each with as many unlabeled faces (drawn
     in a seeded order, wrapping around) and their ``soft_labels``. Loss and accuracy returned are the labeled half's."""
     device = labeled_x.device
-    seed = epoch_seed(config.weights_seed, epoch)
-    torch.manual_seed(seed)  # dropout
-    generator = torch.Generator().manual_seed(seed)  # order, augmentation and mixup
-    order = torch.randperm(len(labeled_y), generator=generator).to(device)
-    unlabeled_order = torch.randperm(len(unlabeled_x), generator=generator).to(device)
+    generator, order, unlabeled_order = paired_orders(config, epoch, len(labeled_y), len(unlabeled_x), device)  # + mixup
     batch, steps = config.batch_size, math.ceil(len(labeled_y) / config.batch_size)
     use_bf16 = config.bf16 and bf16_supported(device)
     smooth = config.label_smoothing
@@ -103,11 +99,7 @@ def noisy_student_epoch(model: nn.Module, optimizer, scheduler, labeled_x: torch
         with autocast(device, use_bf16):
             logits = model(x).float()
         loss = -(target * F.log_softmax(logits, 1)).sum(1).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        take_step(optimizer, scheduler, loss)
         loss_sum += float(loss.detach()) * len(idx)
         # the labeled half's accuracy: against its label, or under mixup the label that dominates each face's mix
         correct += int((logits[:len(idx)].argmax(1) == target[:len(idx)].argmax(1)).sum())
