@@ -255,7 +255,7 @@ class CentreCrop(nn.Module):
         self.size, self.offset = size, (IMAGE_SIZE - size) // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[..., self.offset:self.offset + self.size, self.offset:self.offset + self.size]
+        return centre_crop(x, self.size)
 
 
 class _Chain(nn.Module):
