@@ -77,6 +77,7 @@ class TrainConfig:
     fixmatch_threshold: float = 0.95  # FixMatch's τ on the weak view
     fixmatch_mu: int = 1  # unlabeled images per labeled image in a step
     fixmatch_weight: float = 1.0  # λ of the consistency loss
+    student_mixup: float = 0.2  # the noisy-student arm's own mixup α (its noise, with the augmentation); --mixup is the other arms'
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
@@ -98,6 +99,8 @@ class TrainConfig:
             self.model_kwargs = {**self.model_kwargs, "input_size": self.crop}  # the model centre-crops its 48-pixel input to this
         if self.mixup < 0:
             raise ValueError(f"--mixup is the α of mixup's Beta(α, α), 0 (off) or above, got {self.mixup}")
+        if self.student_mixup < 0:
+            raise ValueError(f"--student-mixup is the α of the student's mixup, 0 (off) or above, got {self.student_mixup}")
         if not 0 <= self.ema < 1:
             raise ValueError(f"--ema is the moving average's decay per step, from 0 (off) to below 1 (e.g. 0.999), got {self.ema}")
         if self.mixup > 0 and self.distill_from:

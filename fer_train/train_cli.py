@@ -20,7 +20,7 @@ from .config import OPTIMIZERS, RECIPES, SCHEDULES, TrainConfig
 EXIT_LOST_PEER = 1  # this rank lost the others of its torchrun group (also a --parallel-arms arm that failed: never under torchrun)
 
 SEMI_ONLY_FLAGS = ("--threshold", "--labeled-fraction", "--rounds", "--epochs-per-round", "--first-round-epochs", "--arms", "--class-thresholds",
-                   "--fixmatch-threshold", "--fixmatch-mu", "--fixmatch-weight", "--parallel-arms")
+                   "--fixmatch-threshold", "--fixmatch-mu", "--fixmatch-weight", "--parallel-arms", "--student-mixup")
 
 
 def _recipe_default(field: str) -> str:
@@ -159,7 +159,8 @@ def _add_semi_flags(p: argparse.ArgumentParser) -> None:
                       help=f"epochs between two selections after the first ({r('semi_epochs_per_round')})")
     semi.add_argument("--arms", dest="semi_arms", type=lambda s: [a.strip() for a in s.split(",") if a.strip()], default=",".join(d.semi_arms),
                       help="comma-separated: baseline, self-training, per-class, fixmatch, noisy-student (the baseline's soft labels "
-                           "under noise; trains after the baseline) (default: %(default)s)")
+                           "under noise; trains after the baseline); self-training@0.9 (or per-class@T) is an arm with a threshold of "
+                           "its own, so one run sweeps thresholds against one baseline (default: %(default)s)")
     semi.add_argument("--class-thresholds", dest="semi_class_thresholds", default=d.semi_class_thresholds,
                       help="per-class arm: 'auto' (every predicted class admits the share the global threshold admits overall) "
                            "or 7 comma-separated thresholds in class order (default: %(default)s)")
@@ -169,6 +170,8 @@ def _add_semi_flags(p: argparse.ArgumentParser) -> None:
                       help="train the arms at the same time, one process each with --threads threads (default: the cores shared out); "
                            "the same weights as one after the other, in about 1/arms of the wall time on enough cores")
     semi.add_argument("--fixmatch-weight", type=float, default=d.fixmatch_weight, help="weight λ of the consistency loss (default: %(default)s)")
+    semi.add_argument("--student-mixup", type=float, default=d.student_mixup, metavar="ALPHA",
+                      help="the noisy-student arm's mixup α, part of its noise (0: off; --mixup is the other arms') (default: %(default)s)")
 
 
 def _given(argv: list[str], flags) -> list[str]:

@@ -15,7 +15,7 @@ import torch
 
 import fer_train.semi.arm as semi_arm
 import fer_train.semi.selection as semi_selection
-from fer_train.checkpoint import load_checkpoint
+from fer_train.checkpoint import load_checkpoint, model_from_checkpoint
 from fer_train.cli import main as cli_main
 from fer_train.config import TrainConfig
 from fer_runtime.contract import CLASS_NAMES
@@ -217,6 +217,41 @@ def test_resume_adds_an_arm_from_the_shared_first_round_and_refuses_to_drop_one(
     assert "arms can be added, not dropped; the run has baseline, self-training, per-class, so also name baseline, self-training" in capsys.readouterr().err
 
 
+def test_one_run_sweeps_thresholds_against_one_baseline_from_one_shared_first_round(demo_csv, tmp_path, monkeypatch):
+    """self-training@T arms: in the order they run whatever the order named, the run's own threshold folded into the
+    plain arm; each admits by its own threshold, from the same shared round 1; one more added on --resume."""
+    config = semi_config(_config(demo_csv, semi_threshold=0.3, semi_rounds=2,
+                                 semi_arms=["self-training@0.6", "baseline", "self-training@0.30", "self-training@0.45"]))
+    assert config.semi_arms == ["baseline", "self-training", "self-training@0.45", "self-training@0.6"]
+    assert semi_config(dataclasses.replace(config, semi_arms=["per-class@0.5", "baseline"])).semi_arms == ["baseline", "per-class@0.5"]
+    run = tmp_path / "run"
+    result = train_semi(config, run, _quiet(), export=False)
+    summary = result.summary
+
+    # round 1 was trained once: every arm's first selection is the shared model's probabilities cut at its own threshold
+    data, _ = prepare(load_splits(config), config, CPU)
+    probs = semi_selection.unlabeled_probabilities(model_from_checkpoint(load_checkpoint(run / "shared-round-1" / "last.pt")),
+                                                    data.unlabeled_x, config)
+    for arm, threshold in (("self-training", 0.3), ("self-training@0.45", 0.45), ("self-training@0.6", 0.6)):
+        first = json.loads((run / arm / "rounds.json").read_text())[0]
+        assert first["threshold"] == threshold and set(first["thresholds_per_class"].values()) == {threshold}
+        assert first["admitted"] == int((probs.max(1) > threshold).sum())
+    assert len({json.loads((run / arm / "rounds.json").read_text())[0]["admitted"] for arm in config.semi_arms[1:]}) > 1
+    rows = {r["arm"]: r for r in summary["comparison"]}
+    assert all("val_vs_baseline" in rows[arm] for arm in config.semi_arms[1:]) and summary["main_arm"] == "self-training"
+    assert [summary["arms"][a]["title"] for a in config.semi_arms] == [
+        "labeled part only", "self-training (p > 0.3)", "self-training (p > 0.45)", "self-training (p > 0.6)"]
+    assert "| self-training (p > 0.6) |" in (run / "comparison.md").read_text()
+
+    assert cli_main(["--resume", str(run), "--arms", ",".join(config.semi_arms + ["self-training@0.9"]), "--progress", "plain",
+                     "--no-export"]) == 0
+    added = json.loads((run / "self-training@0.9" / "history.json").read_text())
+    assert [h.get("shared", False) for h in added] == [True, False]
+    assert json.loads((run / "self-training@0.9" / "rounds.json").read_text())[0]["admitted"] == int((probs.max(1) > 0.9).sum())
+    for arm in config.semi_arms:  # the arms it had are not trained again
+        assert json.loads((run / "semi.json").read_text())["arms"][arm] == summary["arms"][arm]
+
+
 def test_parallel_arms_reach_the_same_weights_as_one_after_the_other(demo_csv, tmp_path, capfd):
     config = _config(demo_csv, semi_rounds=2, semi_threshold=0.15)
     serial = train_semi(config, tmp_path / "serial", _quiet(), export=False)
@@ -372,8 +407,12 @@ def test_every_registered_model_self_trains(demo_csv, tmp_path, name):
 def test_settings_a_user_can_get_wrong(demo_csv, capsys):
     with pytest.raises(ValueError, match=r"--threshold must lie in \[0, 1\), got 1.0"):
         semi_config(_config(demo_csv, semi_threshold=1.0))
-    with pytest.raises(ValueError, match="--arms takes a comma-separated list of baseline, self-training, per-class, fixmatch, noisy-student; got selftrain"):
-        semi_config(_config(demo_csv, semi_arms=["selftrain"]))
+    with pytest.raises(ValueError, match="--arms takes a comma-separated list of baseline, self-training, per-class, fixmatch, noisy-student, "
+                                         "and self-training or per-class with a threshold of its own .e.g. self-training@0.9.; got selftrain, fixmatch@0.5"):
+        semi_config(_config(demo_csv, semi_arms=["selftrain", "fixmatch@0.5"]))
+    with pytest.raises(ValueError, match=r"--arms self-training@1.2: the threshold must lie in \[0, 1\), got 1.2; "
+                                         r"--arms per-class@high: the threshold after @ is not a number"):
+        semi_config(_config(demo_csv, semi_arms=["baseline", "self-training@1.2", "per-class@high"]))
     with pytest.raises(ValueError, match="--class-thresholds needs 7 numbers"):
         semi_config(_config(demo_csv, semi_class_thresholds="0.5,0.5"))
     assert semi_config(_config(demo_csv, semi_class_thresholds="0.5, 0.2,0.4,0.6,0.5,0.5,0.5")).semi_class_thresholds[1] == 0.2
@@ -407,8 +446,12 @@ def test_noisy_student_learns_the_baselines_soft_labels_without_the_hidden_ones(
     hidden labels only grade the teacher's labels. Poisoning them changes the grade, never the weights."""
     import fer_train.semi.noisy as noisy
 
-    config = _config(demo_csv, semi_arms=["baseline", "noisy-student"], mixup=0.4, erase=0.5)
-    honest = train_semi(config, tmp_path / "honest", _quiet(), export=False)
+    config = _config(demo_csv, semi_arms=["baseline", "self-training", "noisy-student"], student_mixup=0.4, erase=0.5)
+    stream = io.StringIO()
+    honest = train_semi(config, tmp_path / "honest", Reporter("json", stream=stream), export=False)
+    events = [json.loads(line) for line in stream.getvalue().splitlines()]
+    # it trains right after its teacher, before the other arms
+    assert [e["arm"] for e in events if e["event"] == "arm"] == ["baseline", "noisy-student", "self-training"]
     folder = honest.run_dir / "noisy-student"
     soft = np.load(folder / "teacher.npz")["probabilities"]
     data, _ = prepare(load_splits(semi_config(config)), semi_config(config), CPU)
@@ -419,7 +462,8 @@ def test_noisy_student_learns_the_baselines_soft_labels_without_the_hidden_ones(
     assert [h["train_images"] for h in history] == [2 * len(data.labeled_y)] * config.semi_rounds * config.semi_epochs_per_round
     teacher_round = json.loads((folder / "rounds.json").read_text())
     assert len(teacher_round) == 1 and teacher_round[0]["admitted"] == len(data.unlabeled_x)
-    assert honest.summary["main_arm"] == "noisy-student" and "val_vs_baseline" in honest.summary["comparison"][1]
+    rows = {r["arm"]: r for r in honest.summary["comparison"]}
+    assert honest.summary["main_arm"] == "noisy-student" and "val_vs_baseline" in rows["noisy-student"]
 
     class PoisonedAudit(PseudoLabelAudit):
         def __init__(self, hidden_labels):

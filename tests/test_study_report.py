@@ -57,7 +57,8 @@ def test_report_writes_every_figure_and_the_models_own_numbers(shipped, demo_csv
     numbers = (out / "numbers.md").read_text()
     # the self-training comparison, with the run's own final accuracies, from the shipped model's metadata alone
     ran = json.loads((shipped.parent / "semi" / "semi.json").read_text())["arms"]
-    for title, arm in (("labeled part only", "baseline"), ("self-training", "self-training")):
+    threshold = json.loads((shipped.parent / "semi" / "semi.json").read_text())["settings"]["threshold"]
+    for title, arm in (("labeled part only", "baseline"), (f"self-training (p > {threshold})", "self-training")):
         assert f"| {title} | {100 * ran[arm]['final_val_acc']:.2f}%" in numbers
     assert "Self-training (`cnn-semi`, dnn)" in numbers and "admitted after each round" in numbers
     for name in ("cnn", "fer-best"):

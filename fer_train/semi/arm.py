@@ -24,7 +24,7 @@ from ..train import EpochLoop
 from .fixmatch import fixmatch_epoch
 from .noisy import load_or_make_teacher, noisy_student_epoch
 from .selection import PseudoLabelAudit, Selection, SemiData, select_confident, thresholds_for, training_set, unlabeled_probabilities
-from .settings import PSEUDO_LABEL_ARMS, SHARED_ROUND, ends_round, first_round, round_of
+from .settings import PSEUDO_LABEL_ARMS, SHARED_ROUND, arm_kind, arm_threshold, ends_round, first_round, round_of
 
 
 class EpochPaced:
@@ -65,7 +65,8 @@ class ArmLoop(EpochLoop):
         model = create_model(config.model, **config.model_kwargs).to(data.labeled_x.device)
         labeled_steps = math.ceil(len(data.labeled_y) / config.batch_size)
         optimizer, scheduler = build_optimizer(config, model, labeled_steps)
-        if scheduler is not None and arm in PSEUDO_LABEL_ARMS:  # the baseline's learning rate, epoch by epoch
+        self.kind = arm_kind(arm)  # "self-training" for "self-training@0.9"
+        if scheduler is not None and self.kind in PSEUDO_LABEL_ARMS:  # the baseline's learning rate, epoch by epoch
             scheduler = EpochPaced(scheduler, labeled_steps)
         super().__init__(run_dir / arm, model, optimizer, scheduler, config, reporter)
         self.arm, self.data, self.audit = arm, data, audit
@@ -102,7 +103,7 @@ class ArmLoop(EpochLoop):
             stats = train_one_epoch(self.model, self.optimizer, self.scheduler, x, y, config, epoch, self.reporter, label=label,
                                     total_epochs=config.epochs)
             own = {"train_images": len(y), "steps": steps}
-        pseudo = len(self.selection) if self.arm in PSEUDO_LABEL_ARMS else 0
+        pseudo = len(self.selection) if self.kind in PSEUDO_LABEL_ARMS else 0
         return stats, {"round": round_of(epoch, config), "pseudo_labeled": pseudo, **own}
 
     def evaluate(self) -> tuple[float, float]:
@@ -140,7 +141,7 @@ class ArmLoop(EpochLoop):
         """Continue from this arm's ``last.pt``, or from the shared first round, or start afresh."""
         if (self.folder / "last.pt").exists():
             self.restore(load_checkpoint(self.folder / "last.pt"))
-        elif self.share and self.arm in PSEUDO_LABEL_ARMS and (self.shared / "last.pt").exists():
+        elif self.share and self.kind in PSEUDO_LABEL_ARMS and (self.shared / "last.pt").exists():
             self.folder.mkdir(parents=True, exist_ok=True)
             self.restore(load_checkpoint(self.shared / "last.pt"))
             self.state.history = [dict(h, shared=True) for h in self.state.history]
@@ -211,13 +212,13 @@ class ArmLoop(EpochLoop):
             "val_loss": last["val_loss"], "val_acc": last["val_acc"],
             "trained_on": {"labeled": len(self.data.labeled_y), "pseudo": last["pseudo_labeled"]},
             "rule": "p_max > threshold of the predicted class (strictly greater)",
-            "threshold": config.fixmatch_threshold if self.arm == "fixmatch" else config.semi_threshold,
+            "threshold": config.fixmatch_threshold if self.arm == "fixmatch" else arm_threshold(self.arm, config),
             "thresholds_per_class": dict(zip(CLASS_NAMES, (round(t, 6) for t in new.thresholds))),
             "unlabeled": len(self.data.unlabeled_x), "admitted": len(new), "admitted_per_class": new.per_class(),
             **grade,
             "kept": int(np.intersect1d(previous, new.index).size), "new": int(np.setdiff1d(new.index, previous).size),
             "dropped": int(np.setdiff1d(previous, new.index).size),
-            "used_in_round": round_no + 1 if self.arm in PSEUDO_LABEL_ARMS and round_no < config.semi_rounds else None,
+            "used_in_round": round_no + 1 if self.kind in PSEUDO_LABEL_ARMS and round_no < config.semi_rounds else None,
             "select_seconds": round(seconds, 2),
         }
         if self.arm == "fixmatch":

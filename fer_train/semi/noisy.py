@@ -10,8 +10,8 @@ steps per epoch as the baseline; each step takes a batch of labeled faces and as
     loss = soft cross-entropy(student(noise(x)), target)   over the whole batch of 2B faces
 
 where the target is the label smoothed by ``--label-smoothing`` for a labeled face and the teacher's probabilities for
-an unlabeled one, and the noise is the run's augmentation (with ``--erase``, ``--crop``), dropout and, with
-``--mixup``, mixup over the whole batch (targets mixed alike). Half of every batch is labeled, so the student cannot
+an unlabeled one, and the noise is the run's augmentation (with ``--erase``, ``--crop``), dropout and mixup over the
+whole batch (targets mixed alike) with the student's own α, ``--student-mixup`` (0.2; the other arms' is ``--mixup``). Half of every batch is labeled, so the student cannot
 drift to the teacher's mistakes alone. The hidden labels never reach the loss: the teacher's labels are graded by
 the :class:`~fer_train.semi.selection.PseudoLabelAudit` after they are fixed, for the record.
 """
@@ -91,8 +91,8 @@ def noisy_student_epoch(model: nn.Module, optimizer, scheduler, labeled_x: torch
         x = augment_batch(torch.cat([labeled_x[idx], unlabeled_x[uidx]]).float(), generator, config)
         hard = F.one_hot(labeled_y[idx], NUM_CLASSES).float() * (1 - smooth) + smooth / NUM_CLASSES
         target = torch.cat([hard, soft_labels[uidx]])
-        if config.mixup > 0:
-            x, perm, lam = mix_batch(x, generator, config.mixup)
+        if config.student_mixup > 0:
+            x, perm, lam = mix_batch(x, generator, config.student_mixup)
             target = lam * target + (1 - lam) * target[perm]
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -14,11 +14,25 @@ import numpy as np
 
 from fer_runtime.contract import CLASS_NAMES
 
-from .settings import describe_rounds, first_round
+from .settings import OWN_THRESHOLD, arm_kind, describe_rounds, first_round
 
 ARM_TITLES = {"baseline": "labeled part only", "self-training": "self-training", "per-class": "self-training, per-class thresholds",
               "fixmatch": "FixMatch-style consistency", "noisy-student": "noisy student: the baseline's soft labels under noise"}
 MAIN_ARM_ORDER = ("noisy-student", "self-training", "per-class", "fixmatch", "baseline")  # the arm exported: the first the run has
+
+
+def arm_title(arm: str, threshold: float | None = None) -> str:
+    """E.g. "self-training (p > 0.9)" for ``self-training@0.9``; the run's ``threshold`` for a plain pseudo-label arm."""
+    kind, _, own = arm.partition(OWN_THRESHOLD)
+    title = ARM_TITLES.get(kind, kind)
+    if own:
+        return f"{title} (p > {own})"
+    return f"{title} (p > {threshold})" if kind == "self-training" and threshold is not None else title
+
+
+def main_arm(arms) -> str:
+    """The arm a run exports: the first method of MAIN_ARM_ORDER it has (with several thresholds, the run's own)."""
+    return next(a for kind in MAIN_ARM_ORDER for a in arms if arm_kind(a) == kind)
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:
@@ -59,7 +73,8 @@ def settings(config) -> dict:
                                                           "erase": config.erase, "label_smoothing": config.label_smoothing},
             "channels_last": config.channels_last,
             "class_thresholds": config.semi_class_thresholds, "fixmatch_threshold": config.fixmatch_threshold,
-            "fixmatch_mu": config.fixmatch_mu, "fixmatch_weight": config.fixmatch_weight, "seed": config.seed,
+            "fixmatch_mu": config.fixmatch_mu, "fixmatch_weight": config.fixmatch_weight, "student_mixup": config.student_mixup,
+            "seed": config.seed,
             "batch_size": config.batch_size, "optimizer": config.optimizer, "lr": config.learning_rate, "bf16": config.bf16}
 
 
@@ -72,7 +87,7 @@ def summarise(collected: dict[str, dict], correct: dict[str, dict], config, *, l
         best = max(history, key=lambda h: h["val_acc"])
         val = correct[arm]["val"]
         arms[arm] = {
-            "title": ARM_TITLES.get(arm, arm),
+            "title": arm_title(arm, config.semi_threshold),
             "final_val_acc": round(float(val.mean()), 5),
             "best_val_acc": round(best["val_acc"], 5), "best_epoch": best["epoch"],
             "final_test_acc": round(float(correct[arm]["test"].mean()), 5) if "test" in correct[arm] else None,
@@ -99,7 +114,7 @@ def summarise(collected: dict[str, dict], correct: dict[str, dict], config, *, l
         "data": {"labeled": int(sum(labeled_counts.values())), "unlabeled": int(sum(unlabeled_counts.values())),
                  "labeled_per_class": labeled_counts, "unlabeled_per_class_hidden": unlabeled_counts,
                  "val": int(len(next(iter(correct.values()))["val"])) if correct else 0},
-        "main_arm": next(a for a in MAIN_ARM_ORDER if a in arms),
+        "main_arm": main_arm(arms),
         "arms": arms,
         "comparison": comparison,
         "compute_seconds": round(compute, 1),
@@ -153,7 +168,8 @@ def markdown_report(summary: dict) -> str:
     s, d = summary["settings"], summary["data"]
     parts = [f"# Semi-supervised training: {s['model']}, {d['labeled']:,} labeled + {d['unlabeled']:,} unlabeled images",
              "",
-             f"Rule: admit an unlabeled image when its top softmax probability is strictly greater than {s['threshold']}; "
+             f"Rule: admit an unlabeled image when its top softmax probability is strictly greater than {s['threshold']} "
+             f"(an arm named {OWN_THRESHOLD}T: than T); "
              f"{rounds_text(s)} for every arm; seed {s['seed']}. Every arm is judged by its "
              f"final model on {d['val']:,} validation images; Δ is against the baseline on the same images.",
              "", markdown_table(summary), ""]
@@ -173,7 +189,7 @@ def plot_comparison(collected: dict[str, dict], settings: dict, path: str | Path
     """Train and validation loss and accuracy per epoch of every arm, in one PNG (``settings``: :func:`settings`)."""
     from ..plots import plot_curves
 
-    labels = {arm: ARM_TITLES.get(arm, arm) + (f" (p > {settings['threshold']})" if arm == "self-training" else "") for arm in collected}
+    labels = {arm: arm_title(arm, settings["threshold"]) for arm in collected}
     return plot_curves({labels[a]: c["history"] for a, c in collected.items()}, path,
                        title=f"{settings['model']}: {settings['labeled_fraction']:g} of the labels, "
                              f"{rounds_text(settings)}")
@@ -195,7 +211,7 @@ def plot_rounds(collected: dict[str, dict], path: str | Path) -> Path | None:
             row[0].plot(x, [r["admitted_per_class"][name] for r in rounds], "o-", color=f"C{c}", label=name)
             prec = [r["pseudo_precision_per_class"][name] for r in rounds]
             row[1].plot(x, [np.nan if p is None else p for p in prec], "o-", color=f"C{c}", label=name)
-        row[0].set_title(f"{ARM_TITLES.get(arm, arm)}: admitted per pseudo-label class")
+        row[0].set_title(f"{arm_title(arm)}: admitted per pseudo-label class")
         row[1].set_title("precision of those pseudo-labels")
         row[1].set_ylim(0, 1)
         for ax in row:

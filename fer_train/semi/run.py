@@ -76,6 +76,12 @@ def _announce(run: Run, data: SemiData, audit: PseudoLabelAudit) -> dict:
     return labeled_counts
 
 
+def run_order(arms) -> list[str]:
+    """The order the arms train in one after the other: the baseline, then the noisy student (which learns from the
+    baseline alone, so its answer comes early), then the rest as named."""
+    return sorted(arms, key=lambda arm: (arm != "baseline", arm != "noisy-student"))
+
+
 class _Arms:
     """Trains the arms still to train, in order; remembers the arm in progress (for the ``interrupted`` event)."""
 
@@ -85,8 +91,8 @@ class _Arms:
         self.share_first_round, self.current = share_first_round, None
 
     def __call__(self) -> None:
-        config, arms = self.config, list(self.config.semi_arms)
-        # noisy-student learns from the baseline's best weights: it trains after the others, in this process
+        config, arms = self.config, run_order(self.config.semi_arms)
+        # noisy-student learns from the baseline's best weights: with --parallel-arms it trains after the others, in this process
         pending = [arm for arm in arms if _epochs_done(self.run_dir / arm) < config.epochs and arm != "noisy-student"]
         if config.semi_parallel_arms and len(pending) > 1:
             self.current = pending[0]

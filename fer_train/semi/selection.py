@@ -18,7 +18,7 @@ from fer_runtime.splits import Splits, stratified_holdout
 from ..config import TrainConfig
 from ..devices import as_tensors
 from ..epoch import predict_logits
-from .settings import LABELED_SEED_OFFSET
+from .settings import LABELED_SEED_OFFSET, arm_kind, arm_threshold
 
 
 @dataclass
@@ -128,10 +128,13 @@ def class_balanced_thresholds(probs: np.ndarray, threshold: float) -> list[float
 
 
 def thresholds_for(arm: str, probs: np.ndarray, config: TrainConfig) -> list[float]:
-    if arm == "per-class":
+    """One threshold per predicted class: the arm's own (``self-training@0.9``) or the run's; ``per-class`` balances
+    the classes at the share its threshold admits overall, unless ``--class-thresholds`` names them."""
+    kind, threshold = arm_kind(arm), arm_threshold(arm, config)
+    if kind == "per-class":
         given = config.semi_class_thresholds
-        return class_balanced_thresholds(probs, config.semi_threshold) if given == "auto" else list(given)
-    bar = config.fixmatch_threshold if arm == "fixmatch" else config.semi_threshold
+        return class_balanced_thresholds(probs, threshold) if given == "auto" else list(given)
+    bar = config.fixmatch_threshold if kind == "fixmatch" else threshold
     return [bar] * probs.shape[1]
 
 

@@ -14,6 +14,7 @@ from ..run_folder import new_run_dir
 
 ARMS = ("baseline", "self-training", "per-class", "fixmatch", "noisy-student")  # the order they run in (noisy-student learns from the baseline)
 PSEUDO_LABEL_ARMS = ("self-training", "per-class")
+OWN_THRESHOLD = "@"  # "self-training@0.9": a pseudo-label arm with its own threshold, beside the run's --threshold
 LABELED_SEED_OFFSET = 1  # the labeled part is drawn with seed + 1, apart from the validation hold-out (seed)
 SHARED_ROUND = "shared-round-1"
 
@@ -33,6 +34,48 @@ def parse_class_thresholds(value) -> str | list[float]:
     return values
 
 
+def arm_kind(arm: str) -> str:
+    """The method of an arm: ``"self-training"`` for ``"self-training@0.9"``."""
+    return arm.partition(OWN_THRESHOLD)[0]
+
+
+def arm_threshold(arm: str, config: TrainConfig) -> float:
+    """The threshold an arm admits by: its own (``self-training@0.9``), else the run's ``--threshold``."""
+    own = arm.partition(OWN_THRESHOLD)[2]
+    return float(own) if own else config.semi_threshold
+
+
+def _parse_arms(config: TrainConfig, problems: list[str]) -> list[str]:
+    """The arms named, each once, in the order they run: ARMS' order, a method's thresholds in rising order. An arm's
+    own threshold equal to ``--threshold`` is that method's plain arm."""
+    named = [config.semi_arms] if isinstance(config.semi_arms, str) else list(config.semi_arms)
+    named = [a.strip() for arm in named for a in arm.split(",") if a.strip()]
+    unknown, arms = [], {}
+    for name in named:
+        kind, sep, own = name.partition(OWN_THRESHOLD)
+        if kind not in ARMS or (sep and kind not in PSEUDO_LABEL_ARMS):
+            unknown.append(name)
+            continue
+        if not sep:
+            arms[name] = (ARMS.index(kind), config.semi_threshold)
+            continue
+        try:
+            threshold = float(own)
+        except ValueError:
+            threshold = None
+        problem = threshold_problem(threshold, f"--arms {name}: the threshold") if threshold is not None else \
+            f"--arms {name}: the threshold after {OWN_THRESHOLD} is not a number"
+        if problem:
+            problems.append(problem)
+            continue
+        arm = kind if threshold == config.semi_threshold else f"{kind}{OWN_THRESHOLD}{threshold:g}"
+        arms[arm] = (ARMS.index(kind), threshold)
+    if unknown or not named:
+        problems.append(f"--arms takes a comma-separated list of {', '.join(ARMS)}, and {' or '.join(PSEUDO_LABEL_ARMS)} "
+                        f"with a threshold of its own (e.g. self-training{OWN_THRESHOLD}0.9); got {', '.join(unknown) or 'nothing'}")
+    return sorted(arms, key=arms.get)
+
+
 def semi_config(config: TrainConfig) -> TrainConfig:
     """The config checked, with ``epochs`` = rounds × epochs per round (the budget of every arm)."""
     problems = []
@@ -44,18 +87,14 @@ def semi_config(config: TrainConfig) -> TrainConfig:
         problems.append("--rounds and --epochs-per-round must be at least 1")
     if config.semi_first_round_epochs is not None and config.semi_first_round_epochs < 1:
         problems.append(f"--first-round-epochs must be at least 1, got {config.semi_first_round_epochs}")
-    arms = [config.semi_arms] if isinstance(config.semi_arms, str) else list(config.semi_arms)
-    arms = [a.strip() for arm in arms for a in arm.split(",") if a.strip()]
-    unknown = [a for a in arms if a not in ARMS]
-    if unknown or not arms:
-        problems.append(f"--arms takes a comma-separated list of {', '.join(ARMS)}; got {', '.join(unknown) or 'nothing'}")
+    arms = _parse_arms(config, problems)
     if not 0.0 <= config.fixmatch_threshold < 1.0 or config.fixmatch_mu < 1 or config.fixmatch_weight < 0:
         problems.append("--fixmatch-threshold must lie in [0, 1), --fixmatch-mu be at least 1 and --fixmatch-weight at least 0")
     if "noisy-student" in arms and "baseline" not in arms:
         problems.append("--arms noisy-student learns from the baseline arm's predictions: add baseline")
     if problems:
         raise ValueError("; ".join(problems))
-    return dataclasses.replace(config, semi=True, semi_arms=[a for a in ARMS if a in arms],
+    return dataclasses.replace(config, semi=True, semi_arms=arms,
                                semi_class_thresholds=parse_class_thresholds(config.semi_class_thresholds),
                                epochs=budget(config))
 
