@@ -148,7 +148,7 @@ def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
 
     collected = {arm: {"history": semi["histories"].get(arm, []), "rounds": a.get("rounds") or []} for arm, a in semi["arms"].items()}
     files = [semi_report.plot_comparison(collected, semi["settings"], figures / f"semi-{name}.png").name]
-    rounds = semi_report.plot_rounds(collected, figures / f"semi-rounds-{name}.png")
+    rounds = semi_report.plot_rounds(collected, figures / f"semi-rounds-{name}.png", semi["settings"]["threshold"])
     files += [rounds.name] if rounds else []
     st, data = semi["settings"], semi["data"]
     lines = [f"Self-training (`{name}`, {st['model']}): {data['labeled']:,} labeled and {data['unlabeled']:,} unlabeled training images; "

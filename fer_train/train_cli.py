@@ -21,6 +21,7 @@ EXIT_LOST_PEER = 1  # this rank lost the others of its torchrun group (also a --
 
 SEMI_ONLY_FLAGS = ("--threshold", "--labeled-fraction", "--rounds", "--epochs-per-round", "--first-round-epochs", "--arms", "--class-thresholds",
                    "--fixmatch-threshold", "--fixmatch-mu", "--fixmatch-weight", "--parallel-arms", "--student-mixup")
+NOISY_STUDENT_ARMS = ("baseline", "noisy-student")  # --noisy-student: the teacher, then its student
 
 
 def _recipe_default(field: str) -> str:
@@ -148,6 +149,9 @@ def _add_semi_flags(p: argparse.ArgumentParser) -> None:
     semi = p.add_argument_group("semi-supervised training (--semi)", "hide the labels of part of the training set, train by "
                                 "self-training and compare with the labeled part alone; every arm trains first-round-epochs + (rounds - 1) × epochs-per-round epochs")
     semi.add_argument("--semi", action="store_true", help="semi-supervised run (folder runs/semi-<model>-<time>)")
+    semi.add_argument("--noisy-student", action="store_true",
+                      help="the semi-supervised method that gains: --semi --arms baseline,noisy-student (the labeled part alone, the "
+                           "teacher; then a student of its soft labels for every unlabeled image, under noise), compared on the same images")
     semi.add_argument("--threshold", dest="semi_threshold", type=float, default=d.semi_threshold,
                       help="admit an unlabeled image when its top softmax probability is strictly greater than this (default: %(default)s)")
     semi.add_argument("--labeled-fraction", dest="semi_labeled_fraction", type=float, default=d.semi_labeled_fraction,
@@ -268,6 +272,9 @@ def _plan_resume(args: argparse.Namespace, argv: list[str]) -> tuple[TrainConfig
     from .run_folder import read_config
 
     run_dir = Path(args.resume)
+    if args.noisy_student:
+        raise ValueError(f"--resume {run_dir} continues the run's own arms; to add the noisy student to a --semi run: "
+                         f"--resume {run_dir} --arms <its arms>,noisy-student")
     config = read_config(run_dir)
     epochs_given = bool(_given(argv, ("--epochs",)))
     if args.threads is not None:  # the machine may differ from the one the run started on
@@ -287,11 +294,14 @@ def _plan_resume(args: argparse.Namespace, argv: list[str]) -> tuple[TrainConfig
     if epochs_given:
         raise ValueError("a --semi run's budget is its rounds (--first-round-epochs, --rounds, --epochs-per-round); --epochs does not apply")
     if _given(argv, ("--arms",)):  # more arms for a run that has some: they start from its shared first round
-        kept = [arm for arm in config.semi_arms if arm not in args.semi_arms]
+        from .semi import canonical_arms
+
+        named = canonical_arms(config, args.semi_arms)  # as the run names them, whatever the spelling of a threshold
+        kept = [arm for arm in config.semi_arms if arm not in named]
         if kept:
             raise ValueError(f"--resume {run_dir} --arms: arms can be added, not dropped; the run has "
                              f"{', '.join(config.semi_arms)}, so also name {', '.join(kept)}")
-        config.semi_arms = list(args.semi_arms)
+        config.semi_arms = named
     for saved in sorted(run_dir.glob("*/last.pt")):  # every arm's, and the shared first round's
         load_checkpoint(saved, remedy=f"delete the folder {saved.parent} and --resume {run_dir} trains it again from its start "
                                       "(the other arms keep their epochs)")
@@ -302,6 +312,10 @@ def _plan_new(args: argparse.Namespace, argv: list[str]) -> tuple[TrainConfig, P
     from . import distributed
     from .run_folder import new_run_dir
 
+    if args.noisy_student:
+        if _given(argv, ("--arms",)):
+            raise ValueError("--noisy-student trains the arms baseline,noisy-student; for other arms beside it: --semi --arms baseline,noisy-student,...")
+        args.semi, args.semi_arms = True, list(NOISY_STUDENT_ARMS)
     config = config_from_flags(args)
     stray = _given(argv, SEMI_ONLY_FLAGS)
     if stray and not config.semi:

@@ -243,8 +243,9 @@ def test_one_run_sweeps_thresholds_against_one_baseline_from_one_shared_first_ro
         "labeled part only", "self-training (p > 0.3)", "self-training (p > 0.45)", "self-training (p > 0.6)"]
     assert "| self-training (p > 0.6) |" in (run / "comparison.md").read_text()
 
-    assert cli_main(["--resume", str(run), "--arms", ",".join(config.semi_arms + ["self-training@0.9"]), "--progress", "plain",
-                     "--no-export"]) == 0
+    # the run's arms named as a user may type them (the run's own threshold, trailing zeros), and one more
+    assert cli_main(["--resume", str(run), "--arms", "baseline,self-training@0.30,self-training@0.450,self-training@0.60,self-training@0.9",
+                     "--progress", "plain", "--no-export"]) == 0
     added = json.loads((run / "self-training@0.9" / "history.json").read_text())
     assert [h.get("shared", False) for h in added] == [True, False]
     assert json.loads((run / "self-training@0.9" / "rounds.json").read_text())[0]["admitted"] == int((probs.max(1) > 0.9).sum())
@@ -424,6 +425,17 @@ def test_settings_a_user_can_get_wrong(demo_csv, capsys):
     assert "drop --epochs" in capsys.readouterr().err
     assert cli_main(["--threshold", "0.5", "--data", str(demo_csv), "--progress", "plain"]) == 2
     assert "--threshold: only for semi-supervised runs; add --semi" in capsys.readouterr().err
+
+
+def test_noisy_student_is_one_flag_the_baseline_beside_it(tmp_path, capsys):
+    config = semi_config(planned_config(tmp_path / "run", ["--noisy-student"]))
+    assert config.semi and config.semi_arms == ["baseline", "noisy-student"] and config.epochs == 50 and config.student_mixup == 0.2
+    assert semi_config(planned_config(tmp_path / "run", ["--noisy-student", "--student-mixup", "0.5"])).student_mixup == 0.5
+    assert cli_main(["--noisy-student", "--arms", "baseline,fixmatch", "--progress", "plain"]) == 2
+    assert "--noisy-student trains the arms baseline,noisy-student; for other arms beside it: --semi --arms baseline,noisy-student,..." \
+        in capsys.readouterr().err
+    assert cli_main(["--resume", str(tmp_path / "run"), "--noisy-student", "--progress", "plain"]) == 2
+    assert f"to add the noisy student to a --semi run: --resume {tmp_path / 'run'} --arms <its arms>,noisy-student" in capsys.readouterr().err
 
 
 def test_the_default_semi_command_has_a_long_first_round_and_the_study_recipe_is_one_flag_away(tmp_path):

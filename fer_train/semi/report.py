@@ -195,8 +195,9 @@ def plot_comparison(collected: dict[str, dict], settings: dict, path: str | Path
                              f"{rounds_text(settings)}")
 
 
-def plot_rounds(collected: dict[str, dict], path: str | Path) -> Path | None:
-    """Per arm with rounds: admitted images per class, and their pseudo-label precision, round by round."""
+def plot_rounds(collected: dict[str, dict], path: str | Path, threshold: float | None = None) -> Path | None:
+    """Per arm with rounds: admitted images per class, and their pseudo-label precision, round by round; each arm
+    titled with its threshold (the run's ``threshold`` for a plain self-training arm)."""
     from ..plots import _pyplot
 
     arms = [a for a, c in collected.items() if c["rounds"]]
@@ -211,7 +212,7 @@ def plot_rounds(collected: dict[str, dict], path: str | Path) -> Path | None:
             row[0].plot(x, [r["admitted_per_class"][name] for r in rounds], "o-", color=f"C{c}", label=name)
             prec = [r["pseudo_precision_per_class"][name] for r in rounds]
             row[1].plot(x, [np.nan if p is None else p for p in prec], "o-", color=f"C{c}", label=name)
-        row[0].set_title(f"{arm_title(arm)}: admitted per pseudo-label class")
+        row[0].set_title(f"{arm_title(arm, threshold)}: admitted per pseudo-label class")
         row[1].set_title("precision of those pseudo-labels")
         row[1].set_ylim(0, 1)
         for ax in row:

@@ -161,7 +161,7 @@ def _summarise(run: Run, data: SemiData, audit: PseudoLabelAudit, collected: dic
     summary["wall_seconds"] = round(sum(x["seconds"] for x in sessions), 1)
     write_json(run_dir / SEMI_SUMMARY_FILE, summary)  # the results are safe before the export runs
     (run_dir / "comparison.md").write_text(report.markdown_report(summary))
-    report.plot_rounds(collected, run_dir / "rounds.png")
+    report.plot_rounds(collected, run_dir / "rounds.png", config.semi_threshold)
     return summary
 
 

@@ -76,6 +76,16 @@ def _parse_arms(config: TrainConfig, problems: list[str]) -> list[str]:
     return sorted(arms, key=arms.get)
 
 
+def canonical_arms(config: TrainConfig, named) -> list[str]:
+    """The arms ``named`` as a run of ``config`` calls them (``self-training@0.70`` is ``self-training@0.7``, and the
+    run's own ``--threshold`` is the plain arm), in the order they run; a bad name raises ValueError."""
+    problems = []
+    arms = _parse_arms(dataclasses.replace(config, semi_arms=named), problems)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return arms
+
+
 def semi_config(config: TrainConfig) -> TrainConfig:
     """The config checked, with ``epochs`` = rounds × epochs per round (the budget of every arm)."""
     problems = []
