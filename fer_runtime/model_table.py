@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from .catalog import find_models, load_entry
-from .contract import IMAGE_SIZE, META_CONFIG, META_OPTIMIZATION, META_VARIANT, METRICS_TEST, METRICS_VAL
+from .contract import IMAGE_SIZE, META_CONFIG, META_EXTRA, META_OPTIMIZATION, META_VARIANT, METRICS_TEST, METRICS_VAL
 from .family import FAST_VARIANT, model_name
 
 BEGIN = "<!-- models table: written by python -m fer_runtime.model_table --write; do not edit by hand -->"
@@ -36,7 +36,7 @@ def describe(metadata: dict, name: str) -> str:
     if base is None or variant is None:
         words.append(f"`{config.get('model', metadata.get('architecture', '?'))}`" + _shape(config.get("model_kwargs") or {}))
         if config.get("semi"):
-            words.append("self-trained on half the labels (`--semi`)")
+            words.append(_semi_arm((metadata.get(META_EXTRA) or {}).get("semi") or {}))
         if config.get("init_from"):
             words.append(f"its last stage {config.get('epochs')} epochs from an earlier run")
         elif config.get("epochs"):
@@ -53,6 +53,17 @@ def describe(metadata: dict, name: str) -> str:
     elif variant and variant.startswith("fp32-ensemble"):
         words.append(f"mean of {optimization.get('members', '?')} models")
     return "; ".join(words)
+
+
+def _semi_arm(semi: dict) -> str:
+    """Which arm of a semi-supervised run (``--semi``) a model is, from the comparison its metadata carries."""
+    arm = semi.get("arm") or "self-training"
+    title = ((semi.get("arms") or {}).get(arm) or {}).get("title")
+    if arm == "baseline":
+        return "the labeled half alone (baseline of a `--semi` run)"
+    if arm == "noisy-student":
+        return "noisy student on half the labels (`--noisy-student`)"
+    return f"{title or arm} on half the labels (`--semi`)"
 
 
 def _shape(kwargs: dict) -> str:

@@ -30,7 +30,7 @@ from fer_runtime.contract import CLASS_NAMES, META_CONFIG, META_EXTRA, META_OPTI
 from fer_runtime.metrics import classification_report, confusion_matrix, most_confused
 from .optimize import held_models
 
-REPORT_MODELS = ("cnn", "dnn", "cnn-semi", "fer-best")  # the issue's four, in the report's order
+REPORT_MODELS = ("cnn", "dnn", "cnn-semi", "cnn-half", "fer-best")  # the study's four, the semi run's baseline, in the report's order
 REPORT_VARIANTS = ("tta", "ensemble")  # <model>.<variant>.onnx beside a reported model: numbers and confusion, no pictures
 DEFAULT_LAYERS = ("conv2", "conv4")
 DEFAULT_STEPS = (40, 80)
@@ -151,9 +151,11 @@ def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
     rounds = semi_report.plot_rounds(collected, figures / f"semi-rounds-{name}.png", semi["settings"]["threshold"])
     files += [rounds.name] if rounds else []
     st, data = semi["settings"], semi["data"]
-    lines = [f"Self-training (`{name}`, {st['model']}): {data['labeled']:,} labeled and {data['unlabeled']:,} unlabeled training images; "
-             f"admit an unlabeled image when p_max > {st['threshold']}, reselected after every round; "
-             f"{semi_report.rounds_text(st)} for every arm. Every arm is judged by its final model; Δ is paired, on the same images.",
+    rule = (f"self-training admits an unlabeled image when p_max > {st['threshold']} (an arm's own threshold where it names one), "
+            "reselected after every round; " if any(a.get("rounds") and arm != "noisy-student" for arm, a in semi["arms"].items()) else "")
+    lines = [f"Semi-supervised (`{name}` is the {semi['arms'][semi['arm']]['title']} arm, {st['model']}): {data['labeled']:,} labeled and "
+             f"{data['unlabeled']:,} unlabeled training images; {rule}{semi_report.rounds_text(st)} for every arm. "
+             "Every arm is judged by its final model; Δ is paired, on the same images.",
              "", semi_report.markdown_table(semi)]
     for arm, a in semi["arms"].items():
         if a.get("rounds"):
@@ -214,7 +216,7 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
     console.print(f"report on {', '.join(p.stem for p in paths)}: {len(val_labels)} validation faces"
                   + (f", {len(splits['test'][1])} PublicTest faces" if "test" in splits else ""))
 
-    models, histories, explained, semi_sections = [], {}, {}, []
+    models, histories, explained, semi_sections, semi_runs = [], {}, {}, [], {}
     for path in paths:
         numbers, logits = evaluate_model(path, splits, figures)
         models.append(numbers)
@@ -224,8 +226,11 @@ def build_report(models_dir: str | Path = "exported", out_dir: str | Path = "rep
             histories[path.stem] = history
         entry = {}
         if semi := (metadata.get(META_EXTRA) or {}).get("semi"):
-            section, entry["semi"] = semi_section(path.stem, semi, figures)
-            semi_sections.append(section)
+            run = json.dumps(semi["comparison"], sort_keys=True)  # two arms of one run (cnn-semi, cnn-half): its comparison once
+            if run not in semi_runs:
+                section, semi_runs[run] = semi_section(path.stem, semi, figures)
+                semi_sections.append(section)
+            entry["semi"] = semi_runs[run]
         entry.update(_explanation_pictures(path, splits["val"], logits["val"], figures, faces, layers, steps, max_filters, console))
         explained[path.stem] = entry
     variants = _variant_numbers(paths, splits, figures, console)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_runtime.model_table import BEGIN, END, model_table, replace_table, table_in
+from fer_runtime.contract import META_CONFIG, META_EXTRA
+from fer_runtime.model_table import BEGIN, END, describe, model_table, replace_table, table_in
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -43,6 +44,17 @@ def test_a_changed_model_changes_the_table(tmp_path):
     assert table_in(rewritten) == small and rewritten.startswith("intro\n") and rewritten.endswith("\noutro")
     with pytest.raises(ValueError, match="no models table markers"):
         replace_table("no markers here", small, "README.md")
+
+
+def test_each_arm_of_a_semi_supervised_run_says_which_it_is():
+    def arm(name, title=None):
+        semi = {"arm": name, "arms": {name: {"title": title}}} if title else {"arm": name}
+        return describe({META_CONFIG: {"model": "cnn", "semi": True, "epochs": 50}, META_EXTRA: {"semi": semi}}, "m")
+
+    assert arm("noisy-student") == "`cnn`; noisy student on half the labels (`--noisy-student`); 50 epochs"
+    assert arm("baseline") == "`cnn`; the labeled half alone (baseline of a `--semi` run); 50 epochs"
+    assert arm("self-training@0.9", "self-training (p > 0.9)") == "`cnn`; self-training (p > 0.9) on half the labels (`--semi`); 50 epochs"
+    assert describe({META_CONFIG: {"model": "cnn", "epochs": 50}}, "m") == "`cnn`; 50 epochs"
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ def shipped(demo_csv, tmp_path_factory):
     train(TrainConfig(model="fernet", optimizer="sgd", lr=0.05, export_name="fer-best", **base), root / "fernet", Reporter("plain"))
     semi = dict(base, epochs=2, model="dnn", semi=True, semi_rounds=2, semi_epochs_per_round=1, semi_first_round_epochs=None, semi_threshold=0.15, augment=False)
     train_semi(TrainConfig(export_name="cnn-semi", **semi), root / "semi", Reporter("plain"))
+    assert cli_main(["export", str(root / "semi" / "baseline"), "--name", "cnn-half", "--export-dir", str(exported)]) == 0  # the same run's baseline
     return exported
 
 
@@ -47,20 +48,23 @@ def test_report_writes_every_figure_and_the_models_own_numbers(shipped, demo_csv
         assert (faces / f"saliency-{name}.png").exists()
         assert (faces / f"outputs-{name}-conv2-happy.png").exists() and (faces / f"outputs-{name}-conv2-surprise.png").exists()
     assert (figures / "curves.png").exists() and not (figures / "curves-cnn-dnn.png").exists()  # no dnn shipped here
-    assert sorted(summary["curves"]) == ["cnn", "cnn-semi", "fer-best"]
+    assert sorted(summary["curves"]) == ["cnn", "cnn-half", "cnn-semi", "fer-best"]
     assert summary["pictures"]["cnn-semi"]["semi"] == ["semi-cnn-semi.png", "semi-rounds-cnn-semi.png"]
+    assert summary["pictures"]["cnn-half"]["semi"] == summary["pictures"]["cnn-semi"]["semi"]  # one run: its comparison drawn once
+    assert not (figures / "semi-cnn-half.png").exists()
     assert (figures / "semi-cnn-semi.png").stat().st_size > 0 and (figures / "semi-rounds-cnn-semi.png").stat().st_size > 0
 
     # the numbers are those of the files themselves, measured independently here
     by_name = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
-    assert list(by_name) == ["cnn", "cnn-semi", "fer-best"]  # the report's order, whatever the folder's
+    assert list(by_name) == ["cnn", "cnn-semi", "cnn-half", "fer-best"]  # the report's order, whatever the folder's
     numbers = (out / "numbers.md").read_text()
     # the self-training comparison, with the run's own final accuracies, from the shipped model's metadata alone
     ran = json.loads((shipped.parent / "semi" / "semi.json").read_text())["arms"]
     threshold = json.loads((shipped.parent / "semi" / "semi.json").read_text())["settings"]["threshold"]
     for title, arm in (("labeled part only", "baseline"), (f"self-training (p > {threshold})", "self-training")):
         assert f"| {title} | {100 * ran[arm]['final_val_acc']:.2f}%" in numbers
-    assert "Self-training (`cnn-semi`, dnn)" in numbers and "admitted after each round" in numbers
+    assert f"Semi-supervised (`cnn-semi` is the self-training (p > {threshold}) arm, dnn)" in numbers and "admitted after each round" in numbers
+    assert numbers.count("| labeled part only |") == 1 and "`cnn-half` is" not in numbers
     for name in ("cnn", "fer-best"):
         clf = load_classifier(shipped / f"{name}.onnx")
         for split in ("val", "test"):
