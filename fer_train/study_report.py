@@ -153,7 +153,7 @@ def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
     st, data = semi["settings"], semi["data"]
     rule = (f"self-training admits an unlabeled image when p_max > {st['threshold']} (an arm's own threshold where it names one), "
             "reselected after every round; " if any(a.get("rounds") and arm != "noisy-student" for arm, a in semi["arms"].items()) else "")
-    lines = [f"Semi-supervised (`{name}` is the {semi['arms'][semi['arm']]['title']} arm, {st['model']}): {data['labeled']:,} labeled and "
+    lines = [f"Semi-supervised (`{name}`, {st['model']}: the arm {semi['arms'][semi['arm']]['title']}): {data['labeled']:,} labeled and "
              f"{data['unlabeled']:,} unlabeled training images; {rule}{semi_report.rounds_text(st)} for every arm. "
              "Every arm is judged by its final model; Δ is paired, on the same images.",
              "", semi_report.markdown_table(semi)]

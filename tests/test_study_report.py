@@ -63,8 +63,8 @@ def test_report_writes_every_figure_and_the_models_own_numbers(shipped, demo_csv
     threshold = json.loads((shipped.parent / "semi" / "semi.json").read_text())["settings"]["threshold"]
     for title, arm in (("labeled part only", "baseline"), (f"self-training (p > {threshold})", "self-training")):
         assert f"| {title} | {100 * ran[arm]['final_val_acc']:.2f}%" in numbers
-    assert f"Semi-supervised (`cnn-semi` is the self-training (p > {threshold}) arm, dnn)" in numbers and "admitted after each round" in numbers
-    assert numbers.count("| labeled part only |") == 1 and "`cnn-half` is" not in numbers
+    assert f"Semi-supervised (`cnn-semi`, dnn: the arm self-training (p > {threshold}))" in numbers and "admitted after each round" in numbers
+    assert numbers.count("| labeled part only |") == 1 and "(`cnn-half`," not in numbers
     for name in ("cnn", "fer-best"):
         clf = load_classifier(shipped / f"{name}.onnx")
         for split in ("val", "test"):
