@@ -144,7 +144,8 @@ def _pct(x: float | None) -> str:
 
 def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
     """The self-training comparison a semi-supervised model carries in its metadata: the table and two figures."""
-    from .semi import report as semi_report
+    from .semi import PSEUDO_LABEL_ARMS, report as semi_report
+    from .semi.settings import arm_kind
 
     collected = {arm: {"history": semi["histories"].get(arm, []), "rounds": a.get("rounds") or []} for arm, a in semi["arms"].items()}
     files = [semi_report.plot_comparison(collected, semi["settings"], figures / f"semi-{name}.png").name]
@@ -152,7 +153,7 @@ def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
     files += [rounds.name] if rounds else []
     st, data = semi["settings"], semi["data"]
     rule = (f"self-training admits an unlabeled image when p_max > {st['threshold']} (an arm's own threshold where it names one), "
-            "reselected after every round; " if any(a.get("rounds") and arm != "noisy-student" for arm, a in semi["arms"].items()) else "")
+            "reselected after every round; " if any(arm_kind(arm) in PSEUDO_LABEL_ARMS for arm in semi["arms"]) else "")
     lines = [f"Semi-supervised (`{name}`, {st['model']}: the arm {semi['arms'][semi['arm']]['title']}): {data['labeled']:,} labeled and "
              f"{data['unlabeled']:,} unlabeled training images; {rule}{semi_report.rounds_text(st)} for every arm. "
              "Every arm is judged by its final model; Δ is paired, on the same images.",

@@ -123,3 +123,17 @@ def test_a_nested_ensemble_lists_the_models_it_holds():
     assert _variant_of(outer)["members"] == ["runs/d/model.onnx", "runs/c/model.onnx (in runs/abc.ensemble.onnx)",
                                              "exported/a.onnx (in exported/a.ensemble.onnx in runs/abc.ensemble.onnx)",
                                              "runs/b/model.onnx (in exported/a.ensemble.onnx in runs/abc.ensemble.onnx)"]
+
+
+def test_the_semi_section_states_the_threshold_rule_only_for_pseudo_label_arms(shipped, tmp_path):
+    from fer_runtime.contract import META_EXTRA
+    from fer_train.study_report import semi_section
+
+    semi = load_classifier(shipped / "cnn-semi.onnx").metadata[META_EXTRA]["semi"]
+    assert "self-training" in semi["arms"]
+    text, _ = semi_section("cnn-semi", semi, tmp_path)
+    assert f"admits an unlabeled image when p_max > {semi['settings']['threshold']}" in text
+    # the same run without its pseudo-label arms (as a baseline-and-noisy-student run is): no threshold rule to state
+    without = dict(semi, arm="baseline", arms={arm: a for arm, a in semi["arms"].items() if arm == "baseline"})
+    text, _ = semi_section("cnn-half", without, tmp_path)
+    assert "p_max" not in text and "Semi-supervised (`cnn-half`" in text
