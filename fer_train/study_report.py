@@ -144,8 +144,8 @@ def _pct(x: float | None) -> str:
 
 def semi_section(name: str, semi: dict, figures: Path) -> tuple[str, list[str]]:
     """The self-training comparison a semi-supervised model carries in its metadata: the table and two figures."""
-    from .semi import PSEUDO_LABEL_ARMS, report as semi_report
-    from .semi.settings import arm_kind
+    from .semi import report as semi_report
+    from .semi.settings import PSEUDO_LABEL_ARMS, arm_kind
 
     collected = {arm: {"history": semi["histories"].get(arm, []), "rounds": a.get("rounds") or []} for arm, a in semi["arms"].items()}
     files = [semi_report.plot_comparison(collected, semi["settings"], figures / f"semi-{name}.png").name]

@@ -133,7 +133,12 @@ def test_the_semi_section_states_the_threshold_rule_only_for_pseudo_label_arms(s
     assert "self-training" in semi["arms"]
     text, _ = semi_section("cnn-semi", semi, tmp_path)
     assert f"admits an unlabeled image when p_max > {semi['settings']['threshold']}" in text
-    # the same run without its pseudo-label arms (as a baseline-and-noisy-student run is): no threshold rule to state
-    without = dict(semi, arm="baseline", arms={arm: a for arm, a in semi["arms"].items() if arm == "baseline"})
+    # the same run with its pseudo-label arm replaced by an arm that has rounds but admits nothing by threshold (a
+    # FixMatch arm's shape): no threshold rule to state, whichever arms carry rounds
+    other = dict(semi["arms"]["self-training"], title="FixMatch")
+    assert other["rounds"]
+    without = dict(semi, arm="baseline", arms={"baseline": semi["arms"]["baseline"], "fixmatch": other},
+                   histories=dict(semi["histories"], fixmatch=semi["histories"]["self-training"]),
+                   comparison=[dict(r, arm="fixmatch" if r["arm"] == "self-training" else r["arm"]) for r in semi["comparison"]])
     text, _ = semi_section("cnn-half", without, tmp_path)
-    assert "p_max" not in text and "Semi-supervised (`cnn-half`" in text
+    assert "p_max" not in text and "Semi-supervised (`cnn-half`" in text and "| FixMatch |" in text
