@@ -94,6 +94,9 @@ def main() -> None:
     p.add_argument("--exported", default=str(ROOT / "exported"))
     p.add_argument("--sweep-only", action="store_true", help="measure the sweep again into the existing results")
     p.add_argument("--tui-only", action="store_true", help="time the TUI's path again into the existing results")
+    p.add_argument("--update", action="store_true",
+                   help="measure only --models again (a model that was replaced), keeping the other models' numbers in "
+                        "the existing results; each entry records its date")
     args = p.parse_args()
 
     val = make_splits(load_source(args.data or default_data_path())).val
@@ -111,10 +114,13 @@ def main() -> None:
         sweep(result, Explainer(Path(args.exported) / "fer-best.onnx", threads=args.threads), faces, args)
         finish(result)
         return
+    if args.update:
+        result = updated(json.loads(RESULTS.read_text()), result, args.models, sweep_again="fer-best" in args.models and args.sweep_faces)
     for stem in args.models:
         explainer = Explainer(Path(args.exported) / f"{stem}.onnx", threads=args.threads)
         classes = explainer.logits(faces).argmax(1)
-        entry = result["models"][stem] = {"accuracy_on_faces": round(float((classes == val.labels[rows]).mean()), 4), "methods": {}}
+        entry = result["models"][stem] = {"accuracy_on_faces": round(float((classes == val.labels[rows]).mean()), 4),
+                                          "date": result["date"], "methods": {}}
         for name in list(MEASURED) + ["random"]:
             t0 = time.perf_counter()
             try:
@@ -129,8 +135,25 @@ def main() -> None:
                   + f"  {numbers.get('face_seconds', 0) * 1000:.0f} ms/face  ({time.perf_counter() - t0:.0f} s)", flush=True)
         if stem == "fer-best" and args.sweep_faces:
             sweep(result, explainer, faces, args)
-    result["tui"] = tui_timing(Path(args.exported), args.models, faces, args)
+    result["tui"] = {**result.get("tui", {}), **tui_timing(Path(args.exported), args.models, faces, args)}
     finish(result)
+
+
+def updated(old: dict, fresh: dict, models: list[str], sweep_again: bool) -> dict:
+    """The existing results made ready to measure ``models`` again on the same faces and settings: those models'
+    entries (and their TUI timings, and the sweep when ``fer-best`` is among them) are emptied in place, so the
+    tables keep their order; the other models keep their numbers and their date (an entry without one was measured
+    on the results' own date)."""
+    for key in ("faces", "split", "steps", "removals", "methods"):
+        if old[key] != json.loads(json.dumps(fresh[key])):
+            raise SystemExit(f"--update: {RESULTS} was measured with {key} = {old[key]!r}, this run has {fresh[key]!r}; "
+                             "measure every model again (without --update)")
+    result = {**old, "date": fresh["date"], "cpu": fresh["cpu"], "threads": fresh["threads"]}
+    result["models"] = {stem: {} if stem in models else {"date": old["date"], **entry} for stem, entry in old["models"].items()}
+    result["tui"] = {label: numbers for label, numbers in old.get("tui", {}).items() if label.split(" ", 1)[0] not in models}
+    if sweep_again:
+        result["sweep"], result["sweep_date"] = {}, fresh["date"]
+    return result
 
 
 def tui_timing(exported: Path, models, faces: np.ndarray, args) -> dict:

@@ -73,3 +73,39 @@ def test_docs_tables_are_the_measurements():
         assert between(text, marker) == table, f"{DOCS.name}: the {marker} table differs from {RESULTS.name}/{SANITY.name}"
     assert set(result["models"]) == {"cnn", "dnn", "cnn-semi", "fer-best"}
     assert all(set(entry["methods"]) == set(rt.METHODS) | set(rt.MEASURED_ONLY) | {"random"} for entry in result["models"].values())
+
+
+def test_an_update_measures_only_the_replaced_models_and_keeps_the_others_and_their_date():
+    """``explain_faithfulness.py --update --models fer-best``: the replaced model's numbers, TUI timings and the sweep
+    are emptied where they stand (the tables keep their order); the others keep their numbers and the date they were
+    measured; results of other faces or settings are refused rather than mixed."""
+    import importlib.util
+
+    from fer_train.explain.faithfulness_docs import ROOT
+
+    spec = importlib.util.spec_from_file_location("explain_faithfulness", ROOT / "benchmarks" / "explain_faithfulness.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    settings = {"faces": 150, "split": "val", "steps": 16, "removals": ["grey", "blur"], "methods": {"occlusion": {"patch": 12}}}
+    old = {**settings, "date": "2026-12-04", "cpu": "old cpu", "threads": 2,
+           "models": {"fer-best": {"methods": {"occlusion": 1}}, "cnn": {"methods": {"occlusion": 2}},
+                      "cnn-semi": {"date": "2026-12-05", "methods": {"occlusion": 3}}},
+           "tui": {"fer-best occlusion": {"map": 0.1}, "cnn occlusion": {"map": 0.2}},
+           "sweep": {"occlusion (chosen)": {}}, "sweep_faces": 60}
+    fresh = {**settings, "date": "2026-12-07", "cpu": "new cpu", "threads": 2, "models": {}, "sweep": {}}
+
+    result = bench.updated(old, fresh, ["fer-best"], sweep_again=True)
+    assert list(result["models"]) == ["fer-best", "cnn", "cnn-semi"]
+    assert result["models"]["fer-best"] == {}
+    assert result["models"]["cnn"] == {"date": "2026-12-04", "methods": {"occlusion": 2}}
+    assert result["models"]["cnn-semi"]["date"] == "2026-12-05"
+    assert result["tui"] == {"cnn occlusion": {"map": 0.2}}
+    assert result["sweep"] == {} and result["sweep_date"] == "2026-12-07"
+    assert (result["date"], result["cpu"]) == ("2026-12-07", "new cpu")
+    assert old["models"]["fer-best"] == {"methods": {"occlusion": 1}}  # the results read are not changed
+
+    kept = bench.updated(old, fresh, ["cnn"], sweep_again=False)
+    assert kept["sweep"] == old["sweep"] and kept["models"]["fer-best"]["methods"] == {"occlusion": 1}
+
+    with pytest.raises(SystemExit, match="faces = 150, this run has 60"):
+        bench.updated(old, {**fresh, "faces": 60}, ["fer-best"], sweep_again=False)
