@@ -135,22 +135,23 @@ def main() -> None:
                   + f"  {numbers.get('face_seconds', 0) * 1000:.0f} ms/face  ({time.perf_counter() - t0:.0f} s)", flush=True)
         if stem == "fer-best" and args.sweep_faces:
             sweep(result, explainer, faces, args)
-    result["tui"] = {**result.get("tui", {}), **tui_timing(Path(args.exported), args.models, faces, args)}
+    timed = {**result.get("tui", {}), **tui_timing(Path(args.exported), args.models, faces, args)}
+    result["tui"] = {label: numbers for label, numbers in timed.items() if numbers}  # an --update placeholder not timed again goes
     finish(result)
 
 
 def updated(old: dict, fresh: dict, models: list[str], sweep_again: bool) -> dict:
     """The existing results made ready to measure ``models`` again on the same faces and settings: those models'
-    entries (and their TUI timings, and the sweep when ``fer-best`` is among them) are emptied in place, so the
-    tables keep their order; the other models keep their numbers and their date (an entry without one was measured
-    on the results' own date)."""
+    entries and their TUI timings are emptied in place, so the tables keep their order (and the sweep is emptied
+    when ``fer-best`` is among them: it is measured again whole); the other models keep their numbers and their date
+    (an entry without one was measured on the results' own date)."""
     for key in ("faces", "split", "steps", "removals", "methods"):
         if old[key] != json.loads(json.dumps(fresh[key])):
             raise SystemExit(f"--update: {RESULTS} was measured with {key} = {old[key]!r}, this run has {fresh[key]!r}; "
                              "measure every model again (without --update)")
     result = {**old, "date": fresh["date"], "cpu": fresh["cpu"], "threads": fresh["threads"]}
     result["models"] = {stem: {} if stem in models else {"date": old["date"], **entry} for stem, entry in old["models"].items()}
-    result["tui"] = {label: numbers for label, numbers in old.get("tui", {}).items() if label.split(" ", 1)[0] not in models}
+    result["tui"] = {label: {} if label.split(" ", 1)[0] in models else numbers for label, numbers in old.get("tui", {}).items()}
     if sweep_again:
         result["sweep"], result["sweep_date"] = {}, fresh["date"]
     return result

@@ -99,7 +99,7 @@ def test_an_update_measures_only_the_replaced_models_and_keeps_the_others_and_th
     assert result["models"]["fer-best"] == {}
     assert result["models"]["cnn"] == {"date": "2026-12-04", "methods": {"occlusion": 2}}
     assert result["models"]["cnn-semi"]["date"] == "2026-12-05"
-    assert result["tui"] == {"cnn occlusion": {"map": 0.2}}
+    assert list(result["tui"].items()) == [("fer-best occlusion", {}), ("cnn occlusion", {"map": 0.2})]
     assert result["sweep"] == {} and result["sweep_date"] == "2026-12-07"
     assert (result["date"], result["cpu"]) == ("2026-12-07", "new cpu")
     assert old["models"]["fer-best"] == {"methods": {"occlusion": 1}}  # the results read are not changed
@@ -109,3 +109,5 @@ def test_an_update_measures_only_the_replaced_models_and_keeps_the_others_and_th
 
     with pytest.raises(SystemExit, match="faces = 150, this run has 60"):
         bench.updated(old, {**fresh, "faces": 60}, ["fer-best"], sweep_again=False)
+    with pytest.raises(SystemExit, match="methods = .*patch.*: 8"):  # a method's settings changed since
+        bench.updated(old, {**fresh, "methods": {"occlusion": {"patch": 8}}}, ["fer-best"], sweep_again=False)
